@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "softprompt/autograd/ops.hpp"
@@ -82,7 +83,7 @@ void check_gain(const char* op, const char* name, const WeightView<T>& w, Index 
 
 /// LayerNorm over each row with frozen gain and bias.
 template <class T>
-Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightView<T> gamma, WeightView<T> beta, T eps) {
+Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, WeightArg<T> beta, std::type_identity_t<T> eps) {
     detail::require_defined("layer_norm", x, "x");
     detail::check_gain("layer_norm", "gamma", gamma, x.cols());
     detail::check_gain("layer_norm", "beta", beta, x.cols());
@@ -99,7 +100,7 @@ Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightView<T> gamma, WeightVie
 
 /// RMSNorm over each row with a frozen gain.
 template <class T>
-Var<T> rms_norm(Tape<T>& tape, const Var<T>& x, WeightView<T> gamma, T eps) {
+Var<T> rms_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, std::type_identity_t<T> eps) {
     detail::require_defined("rms_norm", x, "x");
     detail::check_gain("rms_norm", "gamma", gamma, x.cols());
     Mat<T> y(x.rows(), x.cols());

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "softprompt/autograd/tape.hpp"
@@ -39,7 +40,7 @@ void require_defined(const char* op, const Var<T>& x, const char* name) {
 
 /// y = x·Wᵀ with a frozen W [out, in]. Backward: dx += dy·W only.
 template <class T>
-Var<T> matmul_wt(Tape<T>& tape, const Var<T>& x, WeightView<T> w) {
+Var<T> matmul_wt(Tape<T>& tape, const Var<T>& x, WeightArg<T> w) {
     detail::require_defined("matmul_wt", x, "x");
     if (x.cols() != w.cols())
         throw ShapeError::operands("matmul_wt", "x.cols must equal W.cols (W is [out, in])", "x",
@@ -58,7 +59,7 @@ Var<T> matmul_wt(Tape<T>& tape, const Var<T>& x, WeightView<T> w) {
 
 /// y = x·W with a frozen W [in, out]. Backward: dx += dy·Wᵀ only.
 template <class T>
-Var<T> matmul(Tape<T>& tape, const Var<T>& x, WeightView<T> w) {
+Var<T> matmul(Tape<T>& tape, const Var<T>& x, WeightArg<T> w) {
     detail::require_defined("matmul", x, "x");
     if (x.cols() != w.rows())
         throw ShapeError::operands("matmul", "x.cols must equal W.rows (W is [in, out])", "x",
@@ -132,7 +133,7 @@ Var<T> matmul(Tape<T>& tape, const Var<T>& x, const Var<T>& w) {
 
 /// y = x + bias with a frozen bias [1, C].
 template <class T>
-Var<T> add_bias(Tape<T>& tape, const Var<T>& x, WeightView<T> bias) {
+Var<T> add_bias(Tape<T>& tape, const Var<T>& x, WeightArg<T> bias) {
     detail::require_defined("add_bias", x, "x");
     if (bias.rows() != 1 || bias.cols() != x.cols())
         throw ShapeError::mismatch("add_bias", "bias", 1, x.cols(), bias.rows(), bias.cols());
@@ -177,7 +178,7 @@ Var<T> add(Tape<T>& tape, const Var<T>& a, const Var<T>& b) {
 
 /// y = s·x
 template <class T>
-Var<T> scale(Tape<T>& tape, const Var<T>& x, T s) {
+Var<T> scale(Tape<T>& tape, const Var<T>& x, std::type_identity_t<T> s) {
     detail::require_defined("scale", x, "x");
     Mat<T> y = s * x.value();
     auto xn = x.node();
@@ -286,7 +287,7 @@ inline void check_ids(const char* op, std::span<const std::int32_t> ids, Index v
 
 /// Rows of a frozen table (token embeddings): a constant, nothing is recorded.
 template <class T>
-Var<T> gather_rows(Tape<T>& tape, WeightView<T> table, std::span<const std::int32_t> ids) {
+Var<T> gather_rows(Tape<T>& tape, WeightArg<T> table, std::span<const std::int32_t> ids) {
     detail::check_ids("gather_rows", ids, table.rows());
     Mat<T> y(Index(ids.size()), table.cols());
     for (std::size_t i = 0; i < ids.size(); ++i) y.row(Index(i)) = table.row(ids[i]);

@@ -7,6 +7,7 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace softprompt {
 
@@ -45,6 +46,24 @@ namespace softprompt {
 /// keep it for backward, so the viewed memory must outlive the tape — as a model's weights do.
 template <class T>
 using WeightView = Eigen::Map<const Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+/// How ops take a frozen weight: a WeightView in a non-deduced context, so that anything that
+/// converts to one (a `Weight`, the result of `frozen(m)`) can be passed.
+template <class T>
+using WeightArg = std::type_identity_t<WeightView<T>>;
+
+/// A frozen tensor held by a model: where its elements are, and its 2-D shape (vectors are
+/// [1, n]). Unlike an Eigen Map it can be default-built and re-assigned, so models can store it.
+template <class T>
+struct Weight {
+    const T* data = nullptr;
+    Index rows = 0;
+    Index cols = 0;
+
+    bool empty() const { return data == nullptr; }
+    WeightView<T> view() const { return WeightView<T>(data, rows, cols, Eigen::OuterStride<>(cols)); }
+    operator WeightView<T>() const { return view(); }  // NOLINT: implicit by design
+};
 
 /// View any row-major dense matrix expression with contiguous rows as a frozen weight.
 template <class Derived>

@@ -160,3 +160,36 @@ void attention_backward(ConstRef<T> q, ConstRef<T> k, ConstRef<T> v, ConstRef<T>
 }
 
 }  // namespace softprompt::kernels
+
+namespace softprompt::kernels {
+
+/// Attention of n new queries of one sequence over its cache, for inference (no backward).
+///   q, out: [n, H*hd]   keys, values: [past + n, Hkv*hd] (the new rows already appended)
+///   prefix_k, prefix_v: [P, Hkv*hd] (an adapter's cached virtual-token keys/values, may be empty)
+/// New query i sees the whole prefix and cache rows 0..past+i.
+template <class T>
+void attention_cached(ConstRef<T> q, ConstRef<T> keys, ConstRef<T> values, ConstRef<T> prefix_k,
+                      ConstRef<T> prefix_v, Index past, const AttentionSpec& spec, MatRef<T> out) {
+    const Index hd = spec.head_dim, P = prefix_k.rows(), n = q.rows(), total = past + n;
+    const T scale = T(1) / std::sqrt(T(hd));
+    Mat<T> p(n, P + total);
+    for (Index h = 0; h < spec.n_heads; ++h) {
+        const Index kh = h / spec.group();
+        const auto Q = q.block(0, h * hd, n, hd);
+        if (P > 0) gemm(p.leftCols(P), Q, prefix_k.block(0, kh * hd, P, hd).transpose());
+        gemm(p.rightCols(total), Q, keys.block(0, kh * hd, total, hd).transpose());
+        p *= scale;
+        for (Index i = 0; i < n; ++i) {
+            const Index visible = P + past + i + 1;
+            const T m = p.row(i).head(visible).maxCoeff();
+            p.row(i).head(visible) = (p.row(i).head(visible).array() - m).exp();
+            p.row(i).head(visible) /= p.row(i).head(visible).sum();
+            p.row(i).tail(P + total - visible).setZero();
+        }
+        auto O = out.block(0, h * hd, n, hd);
+        gemm(O, p.rightCols(total), values.block(0, kh * hd, total, hd));
+        if (P > 0) gemm_accumulate(O, p.leftCols(P), prefix_v.block(0, kh * hd, P, hd));
+    }
+}
+
+}  // namespace softprompt::kernels

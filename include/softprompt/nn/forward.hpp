@@ -1,0 +1,209 @@
+#pragma once
+// The training forward pass: a right-padded batch of token ids, optionally with a soft prompt
+// (prompt tuning's virtual tokens or prefix tuning's per-layer keys/values), through a frozen model
+// on a tape, to a loss and, on request, logits of the real positions.
+//
+// Semantics follow Hugging Face PEFT. With P virtual tokens, real tokens take positions P..P+S-1.
+// Virtual tokens are causal among themselves and see nothing else, so their per-layer keys/values
+// are the same for every row: they are computed once per batch (batch 1, positions 0..P-1) and
+// enter every row's attention as a prefix, whose gradient sums over the batch. Prefix tuning's
+// keys/values are used as they are (no RoPE). Logits are never formed for virtual positions or
+// padding, and without a request for logits only the labelled rows reach the LM head.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "softprompt/autograd/nn_ops.hpp"
+#include "softprompt/autograd/ops.hpp"
+#include "softprompt/nn/model.hpp"
+
+namespace softprompt::nn {
+
+/// A right-padded batch: `batch` rows of `seq` slots, row b holding lengths[b] real tokens.
+struct TokenBatch {
+    Index batch = 0;
+    Index seq = 0;
+    std::vector<std::int32_t> ids;      // [B*S]; padding slots may hold any valid id
+    std::vector<std::int32_t> lengths;  // [B]; empty means every row is full
+    std::vector<std::int32_t> targets;  // [B*S] token to predict at each slot, < 0 ignored; may be empty
+
+    Index length(Index b) const { return lengths.empty() ? seq : Index(lengths[std::size_t(b)]); }
+
+    /// Throws ShapeError naming the first inconsistency.
+    void validate(const Config& c) const {
+        const std::size_t slots = std::size_t(batch * seq);
+        if (batch <= 0 || seq <= 0)
+            throw ShapeError("TokenBatch: batch and seq must be > 0, got " + std::to_string(batch) +
+                             " x " + std::to_string(seq));
+        if (ids.size() != slots)
+            throw ShapeError("TokenBatch: " + std::to_string(ids.size()) + " ids for " +
+                             std::to_string(batch) + " x " + std::to_string(seq) + " slots");
+        if (!lengths.empty() && lengths.size() != std::size_t(batch))
+            throw ShapeError("TokenBatch: " + std::to_string(lengths.size()) +
+                             " lengths for a batch of " + std::to_string(batch));
+        if (!targets.empty() && targets.size() != slots)
+            throw ShapeError("TokenBatch: " + std::to_string(targets.size()) + " targets for " +
+                             std::to_string(slots) + " slots");
+        for (Index b = 0; b < batch; ++b) {
+            if (length(b) < 0 || length(b) > seq)
+                throw ShapeError("TokenBatch: length " + std::to_string(length(b)) + " of row " +
+                                 std::to_string(b) + " is outside [0, " + std::to_string(seq) + "]");
+            for (Index s = 0; s < length(b); ++s) {
+                const std::int32_t id = ids[std::size_t(b * seq + s)];
+                if (id < 0 || id >= c.vocab_size)
+                    throw ShapeError("TokenBatch: id " + std::to_string(id) + " at row " +
+                                     std::to_string(b) + ", position " + std::to_string(s) +
+                                     " is outside the vocabulary of " + std::to_string(c.vocab_size));
+                const std::int32_t t = targets.empty() ? -1 : targets[std::size_t(b * seq + s)];
+                if (t >= c.vocab_size)
+                    throw ShapeError("TokenBatch: target " + std::to_string(t) + " at row " +
+                                     std::to_string(b) + ", position " + std::to_string(s) +
+                                     " is outside the vocabulary of " + std::to_string(c.vocab_size));
+            }
+        }
+    }
+};
+
+/// What a soft prompt adds to a forward pass: either virtual-token embeddings or per-layer
+/// key/value prefixes (or neither).
+template <class T>
+struct SoftPromptInput {
+    autograd::Var<T> prompt;                     // prompt tuning: [P, d]
+    std::vector<autograd::Var<T>> keys, values;  // prefix tuning: n_layers × [P, Hkv*hd]
+
+    Index virtual_tokens() const {
+        if (prompt.defined()) return prompt.rows();
+        return keys.empty() ? 0 : keys.front().rows();
+    }
+};
+
+template <class T>
+struct ForwardOutput {
+    autograd::Var<T> loss;           // [1, 1]; empty when the batch has no targets
+    autograd::Var<T> logits;         // [rows.size(), V]
+    std::vector<std::int32_t> rows;  // the batch slot (b*S + s) of each logits row
+};
+
+enum class LogitsRequest {
+    kLabelledOnly,   // only what the loss needs (no logits returned unless they are all labelled)
+    kRealPositions,  // every real position of every row
+};
+
+/// Split a PEFT prefix-tuning tensor [P, L*2*Dkv] into per-layer keys and values; column
+/// ((2l + kv)·Hkv + h)·hd + j holds layer l's key (kv = 0) or value (kv = 1), head h, element j.
+template <class T>
+SoftPromptInput<T> split_prefix(autograd::Tape<T>& tape, const Config& c,
+                                const autograd::Var<T>& prefix) {
+    const Index kv = c.kv_dim();
+    if (prefix.cols() != c.n_layers * 2 * kv)
+        throw ShapeError::mismatch("split_prefix", "prefix", prefix.rows(), c.n_layers * 2 * kv,
+                                   prefix.rows(), prefix.cols());
+    SoftPromptInput<T> out;
+    for (Index l = 0; l < c.n_layers; ++l) {
+        out.keys.push_back(autograd::slice_cols(tape, prefix, (2 * l) * kv, kv));
+        out.values.push_back(autograd::slice_cols(tape, prefix, (2 * l + 1) * kv, kv));
+    }
+    return out;
+}
+
+/// The per-layer keys and values of P virtual tokens [P, d] at positions 0..P-1 (prompt tuning's
+/// prefix). The last layer's attention output and feed-forward are not needed and not computed.
+template <class Arch, class T>
+SoftPromptInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T>& model,
+                                    const autograd::Var<T>& prompt) {
+    const Config& c = model.config;
+    if (prompt.cols() != c.dim)
+        throw ShapeError::mismatch("virtual_token_kv", "prompt", prompt.rows(), c.dim,
+                                   prompt.rows(), prompt.cols());
+    const Index P = prompt.rows();
+    if (Arch::kLearnedPositions && P > c.max_seq_len)
+        throw ShapeError("virtual_token_kv: " + std::to_string(P) +
+                         " virtual tokens exceed max_seq_len " + std::to_string(c.max_seq_len));
+    const std::vector<std::int32_t> positions = autograd::batch_positions(1, P, 0);
+    const autograd::AttentionSpec spec{.batch = 1, .seq = P, .n_heads = c.n_heads,
+                                       .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    SoftPromptInput<T> out;
+    autograd::Var<T> x = Arch::place(tape, c, model.weights, prompt, positions);
+    for (Index l = 0; l < c.n_layers; ++l) {
+        const auto& layer = model.weights.layers[std::size_t(l)];
+        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions);
+        out.keys.push_back(in.k);
+        out.values.push_back(in.v);
+        if (l + 1 == c.n_layers) break;
+        x = Arch::finish_layer(tape, c, layer, x, autograd::attention(tape, in.q, in.k, in.v, spec));
+    }
+    return out;
+}
+
+/// Forward a batch through the frozen model with an optional soft prompt. The loss is the mean
+/// cross-entropy over slots whose target is not negative.
+template <class Arch, class T>
+ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
+                         const TokenBatch& batch, const SoftPromptInput<T>& soft = {},
+                         LogitsRequest request = LogitsRequest::kLabelledOnly) {
+    using namespace autograd;
+    const Config& c = model.config;
+    batch.validate(c);
+    if (soft.prompt.defined() && !soft.keys.empty())
+        throw ConfigError("forward: give either a prompt (prompt tuning) or keys/values (prefix "
+                          "tuning), not both");
+    if (soft.keys.size() != soft.values.size() ||
+        (!soft.keys.empty() && soft.keys.size() != std::size_t(c.n_layers)))
+        throw ShapeError("forward: prefix tuning needs keys and values for each of the " +
+                         std::to_string(c.n_layers) + " layers, got " +
+                         std::to_string(soft.keys.size()) + " and " +
+                         std::to_string(soft.values.size()));
+    const Index P = soft.virtual_tokens();
+    if (Arch::kLearnedPositions && P + batch.seq > c.max_seq_len)
+        throw ShapeError("forward: " + std::to_string(P) + " virtual + " +
+                         std::to_string(batch.seq) + " real positions exceed max_seq_len " +
+                         std::to_string(c.max_seq_len));
+
+    // Zero virtual tokens is the base model exactly: the same ops on the same values.
+    const SoftPromptInput<T> prefix =
+        soft.prompt.defined() && P > 0 ? virtual_token_kv(tape, model, soft.prompt) : soft;
+    const std::vector<std::int32_t> positions =
+        batch_positions(batch.batch, batch.seq, std::int32_t(P));
+    const AttentionSpec spec{.batch = batch.batch, .seq = batch.seq, .n_heads = c.n_heads,
+                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    std::vector<std::int32_t> lengths(std::size_t(batch.batch));
+    for (Index b = 0; b < batch.batch; ++b) lengths[std::size_t(b)] = std::int32_t(batch.length(b));
+
+    Var<T> x = Arch::embed(tape, c, model.weights, batch.ids, positions);
+    for (Index l = 0; l < c.n_layers; ++l) {
+        const auto& layer = model.weights.layers[std::size_t(l)];
+        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions);
+        Var<T> a = P == 0 ? attention(tape, in.q, in.k, in.v, spec, lengths)
+                          : attention(tape, in.q, in.k, in.v, spec, lengths,
+                                      prefix.keys[std::size_t(l)], prefix.values[std::size_t(l)]);
+        x = Arch::finish_layer(tape, c, layer, x, a);
+    }
+
+    // Only the rows whose logits are needed reach the final norm and the LM head.
+    ForwardOutput<T> out;
+    std::vector<std::int32_t> row_targets;
+    for (Index b = 0; b < batch.batch; ++b)
+        for (Index s = 0; s < batch.length(b); ++s) {
+            const std::int32_t slot = std::int32_t(b * batch.seq + s);
+            const std::int32_t t = batch.targets.empty() ? -1 : batch.targets[std::size_t(slot)];
+            if (request == LogitsRequest::kRealPositions || t >= 0) {
+                out.rows.push_back(slot);
+                row_targets.push_back(t);
+            }
+        }
+    if (out.rows.empty()) {
+        if (!batch.targets.empty())
+            throw NumericError("forward: every target of the batch is ignored; the loss is undefined");
+        return out;
+    }
+    const bool all_rows = out.rows.size() == std::size_t(batch.batch * batch.seq);
+    Var<T> h = all_rows ? x : gather_rows(tape, x, std::span<const std::int32_t>(out.rows));
+    Var<T> logits = matmul_wt(tape, Arch::final_norm(tape, c, model.weights, h), model.weights.head);
+    if (!batch.targets.empty()) out.loss = cross_entropy(tape, logits, row_targets);
+    if (request == LogitsRequest::kRealPositions) out.logits = logits;
+    return out;
+}
+
+}  // namespace softprompt::nn

@@ -1,0 +1,159 @@
+#pragma once
+// Inference state: a sequence's key/value cache, an adapter's prompt cache, and `advance`, which
+// feeds new tokens of several sequences through the model in one pass and returns each sequence's
+// next-token logits.
+//
+// A soft prompt's virtual tokens see only each other, so their keys/values at every layer do not
+// depend on the request. A PromptCache computes them once per adapter; every sequence that uses the
+// adapter attends to it as a prefix, so the soft prompt costs no prefill per request. Sequences in
+// one `advance` may use different adapters (or none): projections and feed-forwards run on all
+// their new rows together, attention per sequence over its own cache and prefix.
+//   new rows: [N, d] (N = Σ new tokens)   cache keys/values per layer: [capacity, Hkv*hd]
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "softprompt/autograd/nn_ops.hpp"
+#include "softprompt/autograd/ops.hpp"
+#include "softprompt/kernels/attention.hpp"
+#include "softprompt/nn/forward.hpp"
+#include "softprompt/nn/model.hpp"
+
+namespace softprompt::nn {
+
+/// Per-layer keys and values of an adapter's virtual tokens: n_layers × [P, Hkv*hd].
+template <class T>
+struct PromptCache {
+    std::vector<Mat<T>> keys, values;
+
+    Index length() const { return keys.empty() ? 0 : keys.front().rows(); }
+};
+
+/// Prompt tuning: run the virtual tokens [P, d] once, keep their keys/values.
+template <class Arch, class T>
+PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
+    autograd::Tape<T> tape;  // nothing is trainable: nothing is recorded
+    SoftPromptInput<T> kv = virtual_token_kv(tape, model, tape.constant(prompt));
+    PromptCache<T> cache;
+    for (std::size_t l = 0; l < kv.keys.size(); ++l) {
+        cache.keys.push_back(kv.keys[l].value());
+        cache.values.push_back(kv.values[l].value());
+    }
+    return cache;
+}
+
+/// Prefix tuning: split a PEFT prefix tensor [P, L*2*Hkv*hd] into the per-layer cache.
+template <class T>
+PromptCache<T> cache_prefix(const Config& config, const Mat<T>& prefix) {
+    autograd::Tape<T> tape;
+    SoftPromptInput<T> kv = split_prefix(tape, config, tape.constant(prefix));
+    PromptCache<T> cache;
+    for (std::size_t l = 0; l < kv.keys.size(); ++l) {
+        cache.keys.push_back(kv.keys[l].value());
+        cache.values.push_back(kv.values[l].value());
+    }
+    return cache;
+}
+
+/// One sequence being generated: its adapter's prompt cache (or none) and the keys/values of its
+/// own tokens. Real token t sits at position P + t.
+template <class T>
+struct Sequence {
+    const PromptCache<T>* prompt = nullptr;
+    std::vector<Mat<T>> keys, values;  // per layer, [capacity, Hkv*hd]; rows [0, length) are valid
+    Index length = 0;
+
+    Index virtual_tokens() const { return prompt == nullptr ? 0 : prompt->length(); }
+    Index next_position() const { return virtual_tokens() + length; }
+
+    /// Make room for `extra` more rows in every layer (capacity doubles, so appends are amortised).
+    void reserve(const Config& c, Index extra) {
+        if (keys.empty()) {
+            keys.assign(std::size_t(c.n_layers), Mat<T>());
+            values.assign(std::size_t(c.n_layers), Mat<T>());
+        }
+        const Index need = length + extra;
+        if (keys.front().rows() >= need) return;
+        const Index capacity = std::max<Index>(need, std::max<Index>(64, 2 * keys.front().rows()));
+        for (std::size_t l = 0; l < keys.size(); ++l) {
+            keys[l].conservativeResize(capacity, c.kv_dim());
+            values[l].conservativeResize(capacity, c.kv_dim());
+        }
+    }
+};
+
+/// Feed `tokens[i]` (one or more ids) to sequence i, for every i at once, and return each
+/// sequence's logits after its last new token: [sequences, V].
+template <class Arch, class T>
+Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequences,
+               const std::vector<std::vector<std::int32_t>>& tokens) {
+    using namespace autograd;
+    const Config& c = model.config;
+    if (tokens.size() != sequences.size())
+        throw ShapeError("advance: " + std::to_string(tokens.size()) + " token lists for " +
+                         std::to_string(sequences.size()) + " sequences");
+    std::vector<std::int32_t> ids, positions, last_rows;
+    std::vector<Index> offsets;
+    for (std::size_t i = 0; i < sequences.size(); ++i) {
+        Sequence<T>& seq = *sequences[i];
+        if (tokens[i].empty())
+            throw ShapeError("advance: sequence " + std::to_string(i) + " has no new tokens");
+        if (seq.prompt != nullptr && (seq.prompt->keys.size() != std::size_t(c.n_layers) ||
+                                      seq.prompt->keys.front().cols() != c.kv_dim()))
+            throw ShapeError("advance: the prompt cache of sequence " + std::to_string(i) +
+                             " does not fit this model's layers and key/value width");
+        if (Arch::kLearnedPositions &&
+            seq.next_position() + Index(tokens[i].size()) > c.max_seq_len)
+            throw ShapeError("advance: sequence " + std::to_string(i) + " would reach position " +
+                             std::to_string(seq.next_position() + Index(tokens[i].size())) +
+                             ", beyond max_seq_len " + std::to_string(c.max_seq_len));
+        offsets.push_back(Index(ids.size()));
+        for (std::size_t j = 0; j < tokens[i].size(); ++j) {
+            const std::int32_t id = tokens[i][j];
+            if (id < 0 || id >= c.vocab_size)
+                throw ShapeError("advance: id " + std::to_string(id) + " of sequence " +
+                                 std::to_string(i) + " is outside the vocabulary of " +
+                                 std::to_string(c.vocab_size));
+            ids.push_back(id);
+            positions.push_back(std::int32_t(seq.next_position() + Index(j)));
+        }
+        last_rows.push_back(std::int32_t(ids.size() - 1));
+        seq.reserve(c, Index(tokens[i].size()));
+    }
+
+    Tape<T> tape;  // nothing trainable: ops compute values and record nothing
+    const AttentionSpec spec{.batch = 1, .seq = 0, .n_heads = c.n_heads,
+                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    const Mat<T> no_prefix(0, c.kv_dim());
+    Var<T> x = Arch::embed(tape, c, model.weights, ids, positions);
+    for (Index l = 0; l < c.n_layers; ++l) {
+        const auto& layer = model.weights.layers[std::size_t(l)];
+        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions);
+        Mat<T> attn(x.rows(), c.n_heads * c.head_dim());
+        for (std::size_t i = 0; i < sequences.size(); ++i) {
+            Sequence<T>& seq = *sequences[i];
+            const Index n = Index(tokens[i].size()), at = offsets[i];
+            Mat<T>& keys = seq.keys[std::size_t(l)];
+            Mat<T>& values = seq.values[std::size_t(l)];
+            keys.middleRows(seq.length, n) = in.k.value().middleRows(at, n);
+            values.middleRows(seq.length, n) = in.v.value().middleRows(at, n);
+            const bool has_prefix = seq.prompt != nullptr && seq.prompt->length() > 0;
+            kernels::attention_cached<T>(
+                in.q.value().middleRows(at, n), keys.topRows(seq.length + n),
+                values.topRows(seq.length + n),
+                has_prefix ? seq.prompt->keys[std::size_t(l)] : no_prefix,
+                has_prefix ? seq.prompt->values[std::size_t(l)] : no_prefix, seq.length, spec,
+                attn.middleRows(at, n));
+        }
+        x = Arch::finish_layer(tape, c, layer, x, tape.constant(std::move(attn)));
+    }
+    for (std::size_t i = 0; i < sequences.size(); ++i)
+        sequences[i]->length += Index(tokens[i].size());
+    Var<T> last = gather_rows(tape, frozen(x.value()), std::span<const std::int32_t>(last_rows));
+    return matmul_wt(tape, Arch::final_norm(tape, c, model.weights, last), model.weights.head)
+        .value();
+}
+
+}  // namespace softprompt::nn

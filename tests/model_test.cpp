@@ -1,0 +1,487 @@
+// Models: GPT-2 and LLaMA families against PyTorch golden files (logits, loss, prompt and prefix
+// gradients), the real stories260K model against llama2.c's own outputs, the KV cache against full
+// recomputation, prompt caches, and mixed-adapter batches.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <softprompt/softprompt.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace softprompt;
+using namespace softprompt::nn;
+using autograd::Param;
+using autograd::Tape;
+using autograd::Var;
+namespace fs = std::filesystem;
+
+fs::path repo_dir() { return fs::absolute(__FILE__).parent_path().parent_path(); }
+
+fs::path assets_dir() {
+    if (const char* env = std::getenv("SOFTPROMPT_ASSETS")) return env;
+    return repo_dir().parent_path() / "shared" / "assets";
+}
+
+#define REQUIRE_ASSET(path)                                                                   \
+    if (!fs::exists(path))                                                                    \
+    GTEST_SKIP() << "real test asset not found: " << (path)                                   \
+                 << " (the shared assets folder sits beside the repository; set SOFTPROMPT_ASSETS)"
+
+// ------------------------------------------------------------------------------------------------
+// PyTorch golden files (tests/data/golden_*.json, made by tests/reference/make_golden.py).
+
+template <class T>
+Mat<T> tensor_of(const nlohmann::json& t) {
+    const auto& shape = t.at("shape");
+    const Index rows = shape.size() == 1 ? 1 : Index(shape[0]);
+    const Index cols = shape.size() == 1 ? Index(shape[0]) : Index(shape[1]);
+    Mat<T> m(rows, cols);
+    const auto& data = t.at("data");
+    EXPECT_EQ(Index(data.size()), m.size());
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = T(data[std::size_t(i)].get<double>());
+    return m;
+}
+
+template <class T>
+struct Golden {
+    nlohmann::json json;
+    std::map<std::string, Mat<T>> tensors;
+    Config config;
+    TokenBatch batch;
+
+    explicit Golden(const std::string& name) {
+        std::ifstream in(repo_dir() / "tests" / "data" / name);
+        if (!in) throw std::runtime_error("missing golden file " + name);
+        json = nlohmann::json::parse(in);
+        const auto& c = json.at("config");
+        config.dim = c.at("dim");
+        config.hidden_dim = c.at("hidden_dim");
+        config.n_layers = c.at("n_layers");
+        config.n_heads = c.at("n_heads");
+        config.n_kv_heads = c.at("n_kv_heads");
+        config.vocab_size = c.at("vocab_size");
+        config.max_seq_len = c.at("max_seq_len");
+        config.norm_eps = c.at("norm_eps");
+        config.rope_theta = c.at("rope_theta");
+        config.tied_head = c.at("tied_head");
+        config.rope_layout = c.at("rope_layout") == "half_split" ? kernels::RopeLayout::kHalfSplit
+                                                                 : kernels::RopeLayout::kInterleaved;
+        for (const auto& [key, value] : json.at("tensors").items()) tensors[key] = tensor_of<T>(value);
+        const auto& b = json.at("batch");
+        batch.batch = b.at("batch");
+        batch.seq = b.at("seq");
+        batch.ids = b.at("ids").get<std::vector<std::int32_t>>();
+        batch.lengths = b.at("lengths").get<std::vector<std::int32_t>>();
+        batch.targets = b.at("targets").get<std::vector<std::int32_t>>();
+    }
+
+    template <class Arch>
+    Model<Arch, T> model() const {
+        Model<Arch, T> m;
+        m.config = config;
+        m.weights = Arch::template bind_hf<T>(config, [this](const std::string& name, Index r, Index c) {
+            const auto it = tensors.find(name);
+            if (it == tensors.end()) throw FormatError("golden: no tensor " + name);
+            if (it->second.rows() != r || it->second.cols() != c)
+                throw ShapeError::mismatch("golden", name, r, c, it->second.rows(), it->second.cols());
+            return Weight<T>{it->second.data(), r, c};
+        });
+        return m;
+    }
+
+    Mat<T> expected(const char* case_name, const char* field) const {
+        return tensor_of<T>(json.at("cases").at(case_name).at(field));
+    }
+    double loss(const char* case_name) const { return json.at("cases").at(case_name).at("loss"); }
+};
+
+template <class T>
+double max_abs(const Mat<T>& a, const Mat<T>& b) {
+    EXPECT_EQ(a.rows(), b.rows());
+    EXPECT_EQ(a.cols(), b.cols());
+    if (a.rows() != b.rows() || a.cols() != b.cols()) return 1e30;
+    return double((a - b).cwiseAbs().maxCoeff());
+}
+
+template <class T>
+double max_rel(const Mat<T>& got, const Mat<T>& want) {
+    const double scale = std::max(1e-30, double(want.cwiseAbs().maxCoeff()));
+    return max_abs(got, want) / scale;
+}
+
+enum class Case { kBase, kPrompt, kPrefix };
+
+template <class Arch, class T>
+void check_golden(const std::string& file, Case which, double logit_tol, double grad_tol) {
+    const Golden<T> g(file);
+    const Model<Arch, T> model = g.template model<Arch>();
+    const char* name = which == Case::kBase ? "base" : which == Case::kPrompt ? "prompt" : "prefix";
+    std::optional<Param<T>> param;
+    Tape<T> tape;
+    SoftPromptInput<T> soft;
+    if (which == Case::kPrompt) {
+        param.emplace("prompt", g.expected(name, "prompt"));
+        soft.prompt = tape.param(*param);
+    } else if (which == Case::kPrefix) {
+        param.emplace("prefix", g.expected(name, "prefix"));
+        soft = split_prefix(tape, g.config, tape.param(*param));
+    }
+    ForwardOutput<T> out = forward(tape, model, g.batch, soft, LogitsRequest::kRealPositions);
+    EXPECT_LE(max_abs(out.logits.value(), g.expected(name, "logits")), logit_tol) << file << " " << name;
+    EXPECT_NEAR(double(out.loss.item()), g.loss(name), logit_tol) << file << " " << name;
+    if (param) {
+        tape.backward(out.loss);
+        EXPECT_LE(max_rel(param->grad(), g.expected(name, "grad")), grad_tol) << file << " " << name;
+    }
+}
+
+template <class Arch>
+void check_golden_all(const std::string& file) {
+    for (Case c : {Case::kBase, Case::kPrompt, Case::kPrefix}) {
+        check_golden<Arch, double>(file, c, 1e-9, 1e-9);
+        check_golden<Arch, float>(file, c, 1e-4, 1e-3);
+    }
+}
+
+TEST(Golden, Gpt2LogitsLossAndSoftPromptGradients) { check_golden_all<Gpt2>("golden_gpt2.json"); }
+TEST(Golden, LlamaGqaHalfSplitUntied) { check_golden_all<Llama>("golden_llama_gqa.json"); }
+TEST(Golden, LlamaInterleavedTied) { check_golden_all<Llama>("golden_llama_interleaved.json"); }
+
+// ------------------------------------------------------------------------------------------------
+// Soft-prompt semantics on the golden models.
+
+template <class Arch>
+void check_zero_prompt_is_base_bit_for_bit(const std::string& file) {
+    const Golden<float> g(file);
+    const auto model = g.template model<Arch>();
+    Tape<float> t1, t2, t3;
+    const Mat<float> base = forward(t1, model, g.batch, {}, LogitsRequest::kRealPositions).logits.value();
+    SoftPromptInput<float> empty_prompt;
+    empty_prompt.prompt = t2.constant(Mat<float>(0, g.config.dim));
+    const Mat<float> zero = forward(t2, model, g.batch, empty_prompt, LogitsRequest::kRealPositions).logits.value();
+    const Mat<float> zero_prefix =
+        forward(t3, model, g.batch,
+                split_prefix(t3, g.config, t3.constant(Mat<float>(0, g.config.n_layers * 2 * g.config.kv_dim()))),
+                LogitsRequest::kRealPositions)
+            .logits.value();
+    ASSERT_EQ(base.size(), zero.size());
+    EXPECT_EQ(std::memcmp(base.data(), zero.data(), sizeof(float) * std::size_t(base.size())), 0);
+    EXPECT_EQ(std::memcmp(base.data(), zero_prefix.data(), sizeof(float) * std::size_t(base.size())), 0);
+}
+
+TEST(SoftPrompt, ZeroLengthPromptIsTheBaseModelBitForBit) {
+    check_zero_prompt_is_base_bit_for_bit<Gpt2>("golden_gpt2.json");
+    check_zero_prompt_is_base_bit_for_bit<Llama>("golden_llama_gqa.json");
+}
+
+// Per-row reference: one sequence [prompt; tokens] at positions 0..P+len-1, with no prefix.
+template <class Arch, class T>
+Mat<T> concatenated_row_logits(const Model<Arch, T>& model, const Mat<T>& prompt,
+                                   const std::vector<std::int32_t>& ids) {
+    using namespace autograd;
+    const Config& c = model.config;
+    const Index P = prompt.rows(), n = Index(ids.size());
+    Tape<T> t;
+    const auto virtual_pos = batch_positions(1, P, 0);
+    const auto real_pos = batch_positions(1, n, std::int32_t(P));
+    Var<T> x = concat_rows(t, {Arch::place(t, c, model.weights, t.constant(prompt), virtual_pos),
+                                   Arch::embed(t, c, model.weights, ids, real_pos)});
+    const auto all_pos = batch_positions(1, P + n, 0);
+    const AttentionSpec spec{.batch = 1, .seq = P + n, .n_heads = c.n_heads,
+                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    for (const auto& layer : model.weights.layers) {
+        AttentionInputs<T> in = Arch::attention_inputs(t, c, layer, x, all_pos);
+        x = Arch::finish_layer(t, c, layer, x, attention(t, in.q, in.k, in.v, spec));
+    }
+    Var<T> real = slice_rows(t, Arch::final_norm(t, c, model.weights, x), P, n);
+    return matmul_wt(t, real, model.weights.head).value();
+}
+
+// Batched rows sharing one virtual-token pass equal each row run alone with its prompt; `tol` is
+// relative to the largest logit.
+template <class Arch, class T>
+void check_shared_prompt_equals_per_row(const std::string& file, double tol) {
+    const Golden<T> g(file);
+    const auto model = g.template model<Arch>();
+    const Mat<T> prompt = g.expected("prompt", "prompt");
+    Tape<T> t;
+    SoftPromptInput<T> soft;
+    soft.prompt = t.constant(prompt);
+    const Mat<T> batched = forward(t, model, g.batch, soft, LogitsRequest::kRealPositions).logits.value();
+    Index row = 0;
+    for (Index b = 0; b < g.batch.batch; ++b) {
+        const Index len = g.batch.length(b);
+        const std::vector<std::int32_t> ids(g.batch.ids.begin() + b * g.batch.seq,
+                                            g.batch.ids.begin() + b * g.batch.seq + len);
+        const Mat<T> alone = concatenated_row_logits(model, prompt, ids);
+        EXPECT_LE(max_abs<T>(batched.middleRows(row, len), alone) / double(alone.cwiseAbs().maxCoeff()), tol)
+            << file << " row " << b;
+        row += len;
+    }
+}
+
+TEST(SoftPrompt, SharedVirtualTokensEqualPerRowConcatenation) {
+    check_shared_prompt_equals_per_row<Gpt2, double>("golden_gpt2.json", 1e-12);
+    check_shared_prompt_equals_per_row<Llama, double>("golden_llama_gqa.json", 1e-12);
+    check_shared_prompt_equals_per_row<Llama, double>("golden_llama_interleaved.json", 1e-12);
+    check_shared_prompt_equals_per_row<Gpt2, float>("golden_gpt2.json", 1e-6);
+    check_shared_prompt_equals_per_row<Llama, float>("golden_llama_gqa.json", 1e-6);
+    check_shared_prompt_equals_per_row<Llama, float>("golden_llama_interleaved.json", 1e-6);
+}
+
+// Logits of the last position of `ids`, recomputing the whole sequence (and the prompt) with
+// the training forward.
+template <class Arch, class T>
+Mat<T> full_last_logits(const Model<Arch, T>& model, const std::vector<std::int32_t>& ids,
+                        const Mat<T>* prompt, const Mat<T>* prefix) {
+    Tape<T> t;
+    TokenBatch batch{.batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
+    SoftPromptInput<T> soft;
+    if (prompt) soft.prompt = t.constant(*prompt);
+    if (prefix) soft = split_prefix(t, model.config, t.constant(*prefix));
+    const Mat<T> logits = forward(t, model, batch, soft, LogitsRequest::kRealPositions).logits.value();
+    return logits.bottomRows(1);
+}
+
+template <class Arch>
+void check_cache_matches_recompute(const std::string& file) {
+    const Golden<float> g(file);
+    const auto model = g.template model<Arch>();
+    const Mat<float> prompt = g.expected("prompt", "prompt");
+    const Mat<float> prefix = g.expected("prefix", "prefix");
+    const PromptCache<float> prompt_cache = cache_prompt(model, prompt);
+    const PromptCache<float> prefix_cache = cache_prefix(model.config, prefix);
+    const std::vector<std::int32_t> ids = {3, 17, 5, 9, 30, 2, 11};
+    for (int mode = 0; mode < 3; ++mode) {
+        Sequence<float> seq;
+        seq.prompt = mode == 1 ? &prompt_cache : mode == 2 ? &prefix_cache : nullptr;
+        Sequence<float>* one[] = {&seq};
+        // Prefill 3 tokens, then one at a time; compare each step with full recomputation.
+        std::vector<std::int32_t> fed(ids.begin(), ids.begin() + 3);
+        Mat<float> step = advance(model, std::span<Sequence<float>* const>(one), {fed});
+        for (std::size_t i = 3; i <= ids.size(); ++i) {
+            const Mat<float> full = full_last_logits(model, fed, mode == 1 ? &prompt : nullptr,
+                                                     mode == 2 ? &prefix : nullptr);
+            EXPECT_LE(max_abs(step, full), 2e-5) << file << " mode " << mode << " length " << i;
+            if (i == ids.size()) break;
+            fed.push_back(ids[i]);
+            step = advance(model, std::span<Sequence<float>* const>(one), {{ids[i]}});
+        }
+    }
+}
+
+TEST(KvCache, IncrementalDecodingEqualsFullRecomputationWithAndWithoutAdapters) {
+    check_cache_matches_recompute<Gpt2>("golden_gpt2.json");
+    check_cache_matches_recompute<Llama>("golden_llama_gqa.json");
+}
+
+TEST(Generate, MixedAdapterBatchGivesEachRowWhatItGetsAlone) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<Llama>();
+    const PromptCache<float> prompt_cache = cache_prompt(model, g.expected("prompt", "prompt"));
+    const PromptCache<float> prefix_cache = cache_prefix(model.config, g.expected("prefix", "prefix"));
+    std::mt19937 gen(5);
+    Mat<float> other(4, g.config.dim);
+    std::normal_distribution<float> normal;
+    for (Index i = 0; i < other.size(); ++i) other.data()[i] = normal(gen);
+    const PromptCache<float> other_cache = cache_prompt(model, other);
+
+    std::vector<GenerationRequest<float>> requests(4);
+    requests[0] = {.prompt = {1, 5, 9}, .adapter = &prompt_cache, .sampling = {}, .max_new_tokens = 12, .stop_tokens = {}};
+    requests[1] = {.prompt = {1, 7}, .adapter = nullptr, .sampling = {.temperature = 0.9, .top_k = 8, .top_p = 0.9, .seed = 42}, .max_new_tokens = 9, .stop_tokens = {}};
+    requests[2] = {.prompt = {1, 2, 3, 4, 5}, .adapter = &prefix_cache, .sampling = {.temperature = 1.0, .top_k = 0, .top_p = 1.0, .seed = 7}, .max_new_tokens = 15, .stop_tokens = {}};
+    requests[3] = {.prompt = {1}, .adapter = &other_cache, .sampling = {}, .max_new_tokens = 10, .stop_tokens = {}};
+    const auto together = generate(model, requests);
+    ASSERT_EQ(together.size(), 4u);
+    std::set<std::vector<std::int32_t>> distinct;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        const auto alone = generate(model, std::vector<GenerationRequest<float>>{requests[i]});
+        EXPECT_EQ(together[i].tokens, alone[0].tokens) << "request " << i;
+        EXPECT_EQ(int(together[i].tokens.size()), requests[i].max_new_tokens);
+        distinct.insert(together[i].tokens);
+    }
+    EXPECT_GT(distinct.size(), 1u) << "adapters should change what is generated";
+}
+
+TEST(Generate, CachedSoftPromptEqualsRecomputingThePromptPerRequest) {
+    for (const char* file : {"golden_gpt2.json", "golden_llama_interleaved.json"}) {
+        const Golden<float> g(file);
+        auto run = [&](auto arch) {
+            using Arch = decltype(arch);
+            const auto model = g.template model<Arch>();
+            const Mat<float> prompt = g.expected("prompt", "prompt");
+            const PromptCache<float> cache = cache_prompt(model, prompt);
+            GenerationRequest<float> request{.prompt = {4, 8}, .adapter = &cache, .sampling = {}, .max_new_tokens = 20, .stop_tokens = {}};
+            const auto cached = generate(model, std::vector<GenerationRequest<float>>{request})[0].tokens;
+            std::vector<std::int32_t> ids = request.prompt, recomputed;
+            for (int i = 0; i < request.max_new_tokens; ++i) {
+                const Mat<float> logits = full_last_logits<Arch, float>(model, ids, &prompt, nullptr);
+                Index best = 0;
+                logits.row(0).maxCoeff(&best);
+                recomputed.push_back(std::int32_t(best));
+                ids.push_back(std::int32_t(best));
+            }
+            EXPECT_EQ(cached, recomputed) << file;
+        };
+        if (g.json.at("family") == "gpt2") run(Gpt2{}); else run(Llama{});
+    }
+}
+
+TEST(Generate, StopTokensAndSamplerValidation) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<Llama>();
+    GenerationRequest<float> r{.prompt = {1, 5}, .adapter = nullptr, .sampling = {}, .max_new_tokens = 30, .stop_tokens = {}};
+    const auto free_run = generate(model, std::vector<GenerationRequest<float>>{r})[0].tokens;
+    r.stop_tokens = {free_run[3]};
+    const auto stopped = generate(model, std::vector<GenerationRequest<float>>{r})[0];
+    EXPECT_TRUE(stopped.stopped);
+    const auto first = std::find(free_run.begin(), free_run.end(), free_run[3]);
+    EXPECT_EQ(stopped.tokens, std::vector<std::int32_t>(free_run.begin(), first + 1));
+    EXPECT_THROW(Sampler({.temperature = 1, .top_k = 0, .top_p = 0, .seed = 0}), ConfigError);
+    r.prompt = {};
+    EXPECT_THROW(generate(model, std::vector<GenerationRequest<float>>{r}), ConfigError);
+}
+
+TEST(Generate, SamplerIsSeededAndRespectsTopK) {
+    Mat<float> logits(1, 6);
+    logits << 0.1f, 2.0f, 1.5f, -1.0f, 1.9f, 0.0f;
+    Sampler greedy({});
+    EXPECT_EQ(greedy.sample(logits.row(0)), 1);
+    Sampler a({.temperature = 1.0, .top_k = 2, .top_p = 1.0, .seed = 3});
+    Sampler b({.temperature = 1.0, .top_k = 2, .top_p = 1.0, .seed = 3});
+    std::set<std::int32_t> seen;
+    for (int i = 0; i < 200; ++i) {
+        const std::int32_t x = a.sample(logits.row(0));
+        EXPECT_EQ(x, b.sample(logits.row(0)));
+        seen.insert(x);
+    }
+    EXPECT_EQ(seen, (std::set<std::int32_t>{1, 4}));  // the two most likely only
+    Sampler nucleus({.temperature = 1.0, .top_k = 0, .top_p = 0.3, .seed = 1});
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(nucleus.sample(logits.row(0)), 1);
+}
+
+// ------------------------------------------------------------------------------------------------
+// The real stories260K model (llama2.c format) against llama2.c's own outputs.
+
+std::vector<std::int32_t> read_ids(const fs::path& path) {
+    std::ifstream in(path);
+    std::vector<std::int32_t> ids;
+    for (std::int32_t id; in >> id;) ids.push_back(id);
+    return ids;
+}
+
+struct GoldenLogits {
+    std::vector<std::int32_t> tokens;
+    Mat<float> logits;  // [positions, vocab]
+};
+
+GoldenLogits read_golden_logits(const fs::path& path) {
+    std::ifstream in(path);
+    GoldenLogits g;
+    std::vector<std::vector<float>> rows;
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("# tokens:", 0) == 0) {
+            std::istringstream s(line.substr(9));
+            for (std::int32_t id; s >> id;) g.tokens.push_back(id);
+        }
+        if (line.empty() || line[0] == '#') continue;
+        std::istringstream s(line);
+        int pos, token_in, argmax;
+        s >> pos >> token_in >> argmax;
+        std::vector<float> row;
+        for (float v; s >> v;) row.push_back(v);
+        rows.push_back(row);
+    }
+    g.logits.resize(Index(rows.size()), rows.empty() ? 0 : Index(rows[0].size()));
+    for (std::size_t r = 0; r < rows.size(); ++r)
+        for (std::size_t c = 0; c < rows[r].size(); ++c) g.logits(Index(r), Index(c)) = rows[r][c];
+    return g;
+}
+
+TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
+    const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
+    const fs::path golden_path = assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
+    REQUIRE_ASSET(model_path);
+    const auto model = io::load_llama2c<float>(model_path.string());
+    EXPECT_EQ(model.config.dim, 64);
+    EXPECT_EQ(model.config.n_kv_heads, 4);
+    EXPECT_EQ(model.config.vocab_size, 512);
+    const GoldenLogits g = read_golden_logits(golden_path);
+    ASSERT_EQ(g.tokens.size(), 16u);
+    ASSERT_EQ(g.logits.rows(), 16);
+    ASSERT_EQ(g.logits.cols(), 512);
+
+    Tape<float> t;
+    TokenBatch batch{.batch = 1, .seq = 16, .ids = g.tokens, .lengths = {}, .targets = {}};
+    const Mat<float> full = forward(t, model, batch, {}, LogitsRequest::kRealPositions).logits.value();
+    EXPECT_LE(max_abs(full, g.logits), 1e-4);
+
+    Sequence<float> seq;
+    Sequence<float>* one[] = {&seq};
+    for (Index p = 0; p < 16; ++p) {
+        const Mat<float> step = advance(model, std::span<Sequence<float>* const>(one), {{g.tokens[std::size_t(p)]}});
+        EXPECT_LE(max_abs<float>(step, g.logits.middleRows(p, 1)), 1e-4) << "position " << p;
+    }
+}
+
+TEST(Stories260K, GreedyFromBosReproducesLlama2cWithCacheAndByRecomputation) {
+    const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
+    REQUIRE_ASSET(model_path);
+    const auto model = io::load_llama2c<float>(model_path.string());
+    const std::vector<std::int32_t> golden = read_ids(assets_dir() / "golden" / "stories260K" / "greedy_bos_200.ids");
+    ASSERT_EQ(golden.size(), 201u);
+    ASSERT_EQ(golden[0], 1);
+    const std::vector<std::int32_t> expected(golden.begin() + 1, golden.end());
+
+    GenerationRequest<float> request{.prompt = {1}, .adapter = nullptr, .sampling = {}, .max_new_tokens = 200, .stop_tokens = {}};
+    EXPECT_EQ(generate(model, std::vector<GenerationRequest<float>>{request})[0].tokens, expected);
+
+    std::vector<std::int32_t> ids = {1}, recomputed;
+    for (int i = 0; i < 200; ++i) {
+        const Mat<float> logits = full_last_logits<Llama, float>(model, ids, nullptr, nullptr);
+        Index best = 0;
+        logits.row(0).maxCoeff(&best);
+        recomputed.push_back(std::int32_t(best));
+        ids.push_back(std::int32_t(best));
+    }
+    EXPECT_EQ(recomputed, expected);
+}
+
+TEST(Stories260K, CorruptFilesGiveFormatErrors) {
+    const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
+    REQUIRE_ASSET(model_path);
+    std::ifstream in(model_path, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const fs::path tmp = fs::temp_directory_path() / "softprompt_model_test_corrupt.bin";
+    auto expect_format_error = [&](const std::string& content, const std::string& needle) {
+        std::ofstream(tmp, std::ios::binary) << content;
+        try {
+            io::load_llama2c<float>(tmp.string());
+            ADD_FAILURE() << "expected FormatError containing '" << needle << "'";
+        } catch (const FormatError& e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(tmp.string()), std::string::npos) << e.what();
+        }
+    };
+    expect_format_error(bytes.substr(0, bytes.size() - 4), "truncated");
+    expect_format_error(bytes + "xxxx", "trailing bytes");
+    expect_format_error(bytes.substr(0, 10), "truncated");
+    std::string bad_heads = bytes;
+    const std::int32_t seven = 7;
+    std::memcpy(bad_heads.data() + 12, &seven, 4);  // n_heads 7 does not divide dim 64
+    expect_format_error(bad_heads, "n_heads");
+    fs::remove(tmp);
+    EXPECT_THROW(io::load_llama2c<float>((fs::temp_directory_path() / "no_such_model.bin").string()), IoError);
+}
+
+}  // namespace
