@@ -101,6 +101,18 @@ TEST(Gradcheck, Activations) {
     });
 }
 
+TEST(Gradcheck, TanhSigmoidRelu) {
+    Param<D> x("x", random_matrix(4, 6, 80, 1.5));
+    expect_gradients_match({&x}, [&](Tape<D>& t) { return probe(t, tanh(t, t.param(x))); });
+    expect_gradients_match({&x}, [&](Tape<D>& t) { return probe(t, sigmoid(t, t.param(x))); });
+    // ReLU's kink at 0 is never within a finite-difference step of these entries.
+    Mat<D> away = random_matrix(4, 6, 81, 1.5);
+    for (Index i = 0; i < away.size(); ++i)
+        if (std::abs(away.data()[i]) < 0.05) away.data()[i] = 0.5;
+    Param<D> y("y", away);
+    expect_gradients_match({&y}, [&](Tape<D>& t) { return probe(t, relu(t, t.param(y))); });
+}
+
 TEST(Gradcheck, Norms) {
     Param<D> x("x", random_matrix(4, 6, 14, 1.5));
     const Mat<D> gamma = random_matrix(1, 6, 15);

@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "golden_model.hpp"
+#include "test_paths.hpp"
+
 namespace {
 
 using namespace softprompt;
@@ -25,85 +28,9 @@ using autograd::Tape;
 using autograd::Var;
 namespace fs = std::filesystem;
 
-fs::path repo_dir() { return fs::absolute(__FILE__).parent_path().parent_path(); }
-
-fs::path assets_dir() {
-    if (const char* env = std::getenv("SOFTPROMPT_ASSETS")) return env;
-    return repo_dir().parent_path() / "shared" / "assets";
-}
-
-#define REQUIRE_ASSET(path)                                                                   \
-    if (!fs::exists(path))                                                                    \
-    GTEST_SKIP() << "real test asset not found: " << (path)                                   \
-                 << " (the shared assets folder sits beside the repository; set SOFTPROMPT_ASSETS)"
-
-// ------------------------------------------------------------------------------------------------
-// PyTorch golden files (tests/data/golden_*.json, made by tests/reference/make_golden.py).
-
-template <class T>
-Mat<T> tensor_of(const nlohmann::json& t) {
-    const auto& shape = t.at("shape");
-    const Index rows = shape.size() == 1 ? 1 : Index(shape[0]);
-    const Index cols = shape.size() == 1 ? Index(shape[0]) : Index(shape[1]);
-    Mat<T> m(rows, cols);
-    const auto& data = t.at("data");
-    EXPECT_EQ(Index(data.size()), m.size());
-    for (Index i = 0; i < m.size(); ++i) m.data()[i] = T(data[std::size_t(i)].get<double>());
-    return m;
-}
-
-template <class T>
-struct Golden {
-    nlohmann::json json;
-    std::map<std::string, Mat<T>> tensors;
-    Config config;
-    TokenBatch batch;
-
-    explicit Golden(const std::string& name) {
-        std::ifstream in(repo_dir() / "tests" / "data" / name);
-        if (!in) throw std::runtime_error("missing golden file " + name);
-        json = nlohmann::json::parse(in);
-        const auto& c = json.at("config");
-        config.dim = c.at("dim");
-        config.hidden_dim = c.at("hidden_dim");
-        config.n_layers = c.at("n_layers");
-        config.n_heads = c.at("n_heads");
-        config.n_kv_heads = c.at("n_kv_heads");
-        config.vocab_size = c.at("vocab_size");
-        config.max_seq_len = c.at("max_seq_len");
-        config.norm_eps = c.at("norm_eps");
-        config.rope_theta = c.at("rope_theta");
-        config.tied_head = c.at("tied_head");
-        config.rope_layout = c.at("rope_layout") == "half_split" ? kernels::RopeLayout::kHalfSplit
-                                                                 : kernels::RopeLayout::kInterleaved;
-        for (const auto& [key, value] : json.at("tensors").items()) tensors[key] = tensor_of<T>(value);
-        const auto& b = json.at("batch");
-        batch.batch = b.at("batch");
-        batch.seq = b.at("seq");
-        batch.ids = b.at("ids").get<std::vector<std::int32_t>>();
-        batch.lengths = b.at("lengths").get<std::vector<std::int32_t>>();
-        batch.targets = b.at("targets").get<std::vector<std::int32_t>>();
-    }
-
-    template <class Arch>
-    Model<Arch, T> model() const {
-        Model<Arch, T> m;
-        m.config = config;
-        m.weights = Arch::template bind_hf<T>(config, [this](const std::string& name, Index r, Index c) {
-            const auto it = tensors.find(name);
-            if (it == tensors.end()) throw FormatError("golden: no tensor " + name);
-            if (it->second.rows() != r || it->second.cols() != c)
-                throw ShapeError::mismatch("golden", name, r, c, it->second.rows(), it->second.cols());
-            return Weight<T>{it->second.data(), r, c};
-        });
-        return m;
-    }
-
-    Mat<T> expected(const char* case_name, const char* field) const {
-        return tensor_of<T>(json.at("cases").at(case_name).at(field));
-    }
-    double loss(const char* case_name) const { return json.at("cases").at(case_name).at("loss"); }
-};
+using softprompt::testing::assets_dir;
+using softprompt::testing::Golden;
+using softprompt::testing::test_data_dir;
 
 template <class T>
 double max_abs(const Mat<T>& a, const Mat<T>& b) {
@@ -128,7 +55,7 @@ void check_golden(const std::string& file, Case which, double logit_tol, double 
     const char* name = which == Case::kBase ? "base" : which == Case::kPrompt ? "prompt" : "prefix";
     std::optional<Param<T>> param;
     Tape<T> tape;
-    SoftPromptInput<T> soft;
+    AdapterInput<T> soft;
     if (which == Case::kPrompt) {
         param.emplace("prompt", g.expected(name, "prompt"));
         soft.prompt = tape.param(*param);
@@ -166,7 +93,7 @@ void check_zero_prompt_is_base_bit_for_bit(const std::string& file) {
     const auto model = g.template model<Arch>();
     Tape<float> t1, t2, t3;
     const Mat<float> base = forward(t1, model, g.batch, {}, LogitsRequest::kRealPositions).logits.value();
-    SoftPromptInput<float> empty_prompt;
+    AdapterInput<float> empty_prompt;
     empty_prompt.prompt = t2.constant(Mat<float>(0, g.config.dim));
     const Mat<float> zero = forward(t2, model, g.batch, empty_prompt, LogitsRequest::kRealPositions).logits.value();
     const Mat<float> zero_prefix =
@@ -215,7 +142,7 @@ void check_shared_prompt_equals_per_row(const std::string& file, double tol) {
     const auto model = g.template model<Arch>();
     const Mat<T> prompt = g.expected("prompt", "prompt");
     Tape<T> t;
-    SoftPromptInput<T> soft;
+    AdapterInput<T> soft;
     soft.prompt = t.constant(prompt);
     const Mat<T> batched = forward(t, model, g.batch, soft, LogitsRequest::kRealPositions).logits.value();
     Index row = 0;
@@ -246,7 +173,7 @@ Mat<T> full_last_logits(const Model<Arch, T>& model, const std::vector<std::int3
                         const Mat<T>* prompt, const Mat<T>* prefix) {
     Tape<T> t;
     TokenBatch batch{.batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
-    SoftPromptInput<T> soft;
+    AdapterInput<T> soft;
     if (prompt) soft.prompt = t.constant(*prompt);
     if (prefix) soft = split_prefix(t, model.config, t.constant(*prefix));
     const Mat<T> logits = forward(t, model, batch, soft, LogitsRequest::kRealPositions).logits.value();
@@ -411,7 +338,7 @@ GoldenLogits read_golden_logits(const fs::path& path) {
 TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
     const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
     const fs::path golden_path = assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
-    REQUIRE_ASSET(model_path);
+    SOFTPROMPT_REQUIRE_ASSET(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
     EXPECT_EQ(model.config.dim, 64);
     EXPECT_EQ(model.config.n_kv_heads, 4);
@@ -436,7 +363,7 @@ TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
 
 TEST(Stories260K, GreedyFromBosReproducesLlama2cWithCacheAndByRecomputation) {
     const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
-    REQUIRE_ASSET(model_path);
+    SOFTPROMPT_REQUIRE_ASSET(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
     const std::vector<std::int32_t> golden = read_ids(assets_dir() / "golden" / "stories260K" / "greedy_bos_200.ids");
     ASSERT_EQ(golden.size(), 201u);
@@ -459,7 +386,7 @@ TEST(Stories260K, GreedyFromBosReproducesLlama2cWithCacheAndByRecomputation) {
 
 TEST(Stories260K, CorruptFilesGiveFormatErrors) {
     const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
-    REQUIRE_ASSET(model_path);
+    SOFTPROMPT_REQUIRE_ASSET(model_path);
     std::ifstream in(model_path, std::ios::binary);
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const fs::path tmp = fs::temp_directory_path() / "softprompt_model_test_corrupt.bin";

@@ -50,6 +50,46 @@ Var<T> silu(Tape<T>& tape, const Var<T>& x) {
     });
 }
 
+/// tanh (the prefix reparameterisation's nonlinearity, LSTM cells).
+template <class T>
+Var<T> tanh(Tape<T>& tape, const Var<T>& x) {
+    detail::require_defined("tanh", x, "x");
+    Mat<T> y(x.rows(), x.cols());
+    kernels::tanh_forward<T>(x.value(), y);
+    if (!x.requires_grad()) return tape.constant(std::move(y));
+    auto xn = x.node();
+    Mat<T> kept = y;  // backward needs the output
+    return tape.record("tanh", std::move(y), true, [xn, kept = std::move(kept)](const Mat<T>& dy) {
+        kernels::tanh_backward<T>(kept, dy, detail::grad_buffer(*xn));
+    });
+}
+
+/// Logistic sigmoid (LSTM gates).
+template <class T>
+Var<T> sigmoid(Tape<T>& tape, const Var<T>& x) {
+    detail::require_defined("sigmoid", x, "x");
+    Mat<T> y(x.rows(), x.cols());
+    kernels::sigmoid_forward<T>(x.value(), y);
+    if (!x.requires_grad()) return tape.constant(std::move(y));
+    auto xn = x.node();
+    Mat<T> kept = y;
+    return tape.record("sigmoid", std::move(y), true, [xn, kept = std::move(kept)](const Mat<T>& dy) {
+        kernels::sigmoid_backward<T>(kept, dy, detail::grad_buffer(*xn));
+    });
+}
+
+/// ReLU (P-tuning's MLP prompt encoder).
+template <class T>
+Var<T> relu(Tape<T>& tape, const Var<T>& x) {
+    detail::require_defined("relu", x, "x");
+    Mat<T> y(x.rows(), x.cols());
+    kernels::relu_forward<T>(x.value(), y);
+    auto xn = x.node();
+    return tape.record("relu", std::move(y), x.requires_grad(), [xn](const Mat<T>& dy) {
+        kernels::relu_backward<T>(xn->value(), dy, detail::grad_buffer(*xn));
+    });
+}
+
 /// SwiGLU: silu(gate) ⊙ up.
 template <class T>
 Var<T> swiglu(Tape<T>& tape, const Var<T>& gate, const Var<T>& up) {

@@ -240,6 +240,39 @@ Var<T> concat_rows(Tape<T>& tape, const std::vector<Var<T>>& parts) {
     });
 }
 
+/// Place the parts side by side: [N, ΣC_i] (e.g. the two directions of a bidirectional LSTM).
+template <class T>
+Var<T> concat_cols(Tape<T>& tape, const std::vector<Var<T>>& parts) {
+    if (parts.empty()) throw ShapeError("concat_cols: no parts to concatenate");
+    Index cols = 0;
+    bool any_grad = false;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+        detail::require_defined("concat_cols", parts[i], "a part");
+        if (parts[i].rows() != parts[0].rows())
+            throw ShapeError::operands("concat_cols", "row counts differ", "part 0", parts[0].rows(),
+                                       parts[0].cols(), "part " + std::to_string(i), parts[i].rows(),
+                                       parts[i].cols());
+        cols += parts[i].cols();
+        any_grad = any_grad || parts[i].requires_grad();
+    }
+    Mat<T> y(parts[0].rows(), cols);
+    std::vector<std::shared_ptr<detail::Node<T>>> nodes;
+    Index at = 0;
+    for (const Var<T>& part : parts) {
+        y.middleCols(at, part.cols()) = part.value();
+        at += part.cols();
+        nodes.push_back(part.node());
+    }
+    return tape.record("concat_cols", std::move(y), any_grad, [nodes](const Mat<T>& dy) {
+        Index offset = 0;
+        for (const auto& n : nodes) {
+            const Index c = n->value().cols();
+            if (n->requires_grad) detail::accumulate_grad(*n, dy.middleCols(offset, c));
+            offset += c;
+        }
+    });
+}
+
 /// Rows [start, start + count) of x.
 template <class T>
 Var<T> slice_rows(Tape<T>& tape, const Var<T>& x, Index start, Index count) {

@@ -92,6 +92,11 @@ public:
     const Mat<T>& grad() const { return grad_; }
     void zero_grad() { grad_.setZero(); }
     Index size() const { return value_.size(); }
+    /// Replace the value (any shape) and reset the gradient to zeros of that shape.
+    void assign(Mat<T> value) {
+        value_ = std::move(value);
+        grad_ = Mat<T>::Zero(value_.rows(), value_.cols());
+    }
 
     /// A Param that is not trainable enters a tape as a constant (no gradient, nothing recorded).
     bool trainable() const { return trainable_; }

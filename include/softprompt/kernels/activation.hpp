@@ -77,4 +77,34 @@ void swiglu_backward(ConstRef<T> gate, ConstRef<T> up, ConstRef<T> dy, MatRef<T>
     }
 }
 
+/// tanh: y = tanh(x); backward uses the output: dx += dy · (1 − y²).
+template <class T>
+void tanh_forward(ConstRef<T> x, MatRef<T> y) {
+    y = x.array().tanh().matrix();
+}
+template <class T>
+void tanh_backward(ConstRef<T> y, ConstRef<T> dy, MatRef<T> dx) {
+    dx.array() += dy.array() * (T(1) - y.array().square());
+}
+
+/// Logistic sigmoid: y = σ(x); backward uses the output: dx += dy · y(1 − y).
+template <class T>
+void sigmoid_forward(ConstRef<T> x, MatRef<T> y) {
+    y = x.unaryExpr([](T v) { return detail::sigmoid(v); });
+}
+template <class T>
+void sigmoid_backward(ConstRef<T> y, ConstRef<T> dy, MatRef<T> dx) {
+    dx.array() += dy.array() * y.array() * (T(1) - y.array());
+}
+
+/// ReLU: y = max(x, 0); dx += dy where x > 0.
+template <class T>
+void relu_forward(ConstRef<T> x, MatRef<T> y) {
+    y = x.cwiseMax(T(0));
+}
+template <class T>
+void relu_backward(ConstRef<T> x, ConstRef<T> dy, MatRef<T> dx) {
+    dx.array() += (x.array() > T(0)).select(dy.array(), T(0));
+}
+
 }  // namespace softprompt::kernels

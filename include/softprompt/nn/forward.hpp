@@ -66,12 +66,17 @@ struct TokenBatch {
     }
 };
 
-/// What a soft prompt adds to a forward pass: either virtual-token embeddings or per-layer
-/// key/value prefixes (or neither).
+/// What an adapter adds to a forward pass: virtual-token embeddings or per-layer key/value
+/// prefixes (not both), and/or low-rank updates of the attention projections.
 template <class T>
-struct SoftPromptInput {
-    autograd::Var<T> prompt;                     // prompt tuning: [P, d]
+struct AdapterInput {
+    autograd::Var<T> prompt;                     // prompt tuning, P-tuning: [P, d]
     std::vector<autograd::Var<T>> keys, values;  // prefix tuning: n_layers × [P, Hkv*hd]
+    std::vector<LayerLora<T>> lora;              // LoRA: empty, or one entry per layer
+
+    const LayerLora<T>* lora_of(Index layer) const {
+        return lora.empty() ? nullptr : &lora[std::size_t(layer)];
+    }
 
     Index virtual_tokens() const {
         if (prompt.defined()) return prompt.rows();
@@ -94,13 +99,13 @@ enum class LogitsRequest {
 /// Split a PEFT prefix-tuning tensor [P, L*2*Dkv] into per-layer keys and values; column
 /// ((2l + kv)·Hkv + h)·hd + j holds layer l's key (kv = 0) or value (kv = 1), head h, element j.
 template <class T>
-SoftPromptInput<T> split_prefix(autograd::Tape<T>& tape, const Config& c,
+AdapterInput<T> split_prefix(autograd::Tape<T>& tape, const Config& c,
                                 const autograd::Var<T>& prefix) {
     const Index kv = c.kv_dim();
     if (prefix.cols() != c.n_layers * 2 * kv)
         throw ShapeError::mismatch("split_prefix", "prefix", prefix.rows(), c.n_layers * 2 * kv,
                                    prefix.rows(), prefix.cols());
-    SoftPromptInput<T> out;
+    AdapterInput<T> out;
     for (Index l = 0; l < c.n_layers; ++l) {
         out.keys.push_back(autograd::slice_cols(tape, prefix, (2 * l) * kv, kv));
         out.values.push_back(autograd::slice_cols(tape, prefix, (2 * l + 1) * kv, kv));
@@ -111,8 +116,9 @@ SoftPromptInput<T> split_prefix(autograd::Tape<T>& tape, const Config& c,
 /// The per-layer keys and values of P virtual tokens [P, d] at positions 0..P-1 (prompt tuning's
 /// prefix). The last layer's attention output and feed-forward are not needed and not computed.
 template <class Arch, class T>
-SoftPromptInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T>& model,
-                                    const autograd::Var<T>& prompt) {
+AdapterInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T>& model,
+                                 const autograd::Var<T>& prompt,
+                                 const std::vector<LayerLora<T>>& lora = {}) {
     const Config& c = model.config;
     if (prompt.cols() != c.dim)
         throw ShapeError::mismatch("virtual_token_kv", "prompt", prompt.rows(), c.dim,
@@ -124,15 +130,17 @@ SoftPromptInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T
     const std::vector<std::int32_t> positions = autograd::batch_positions(1, P, 0);
     const autograd::AttentionSpec spec{.batch = 1, .seq = P, .n_heads = c.n_heads,
                                        .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
-    SoftPromptInput<T> out;
+    AdapterInput<T> out;
     autograd::Var<T> x = Arch::place(tape, c, model.weights, prompt, positions);
     for (Index l = 0; l < c.n_layers; ++l) {
         const auto& layer = model.weights.layers[std::size_t(l)];
-        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions);
+        const LayerLora<T>* delta = lora.empty() ? nullptr : &lora[std::size_t(l)];
+        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions, delta);
         out.keys.push_back(in.k);
         out.values.push_back(in.v);
         if (l + 1 == c.n_layers) break;
-        x = Arch::finish_layer(tape, c, layer, x, autograd::attention(tape, in.q, in.k, in.v, spec));
+        x = Arch::finish_layer(tape, c, layer, x, autograd::attention(tape, in.q, in.k, in.v, spec),
+                               delta);
     }
     return out;
 }
@@ -141,7 +149,7 @@ SoftPromptInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T
 /// cross-entropy over slots whose target is not negative.
 template <class Arch, class T>
 ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
-                         const TokenBatch& batch, const SoftPromptInput<T>& soft = {},
+                         const TokenBatch& batch, const AdapterInput<T>& soft = {},
                          LogitsRequest request = LogitsRequest::kLabelledOnly) {
     using namespace autograd;
     const Config& c = model.config;
@@ -155,6 +163,9 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
                          std::to_string(c.n_layers) + " layers, got " +
                          std::to_string(soft.keys.size()) + " and " +
                          std::to_string(soft.values.size()));
+    if (!soft.lora.empty() && soft.lora.size() != std::size_t(c.n_layers))
+        throw ShapeError("forward: LoRA needs one entry per layer (" + std::to_string(c.n_layers) +
+                         "), got " + std::to_string(soft.lora.size()));
     const Index P = soft.virtual_tokens();
     if (Arch::kLearnedPositions && P + batch.seq > c.max_seq_len)
         throw ShapeError("forward: " + std::to_string(P) + " virtual + " +
@@ -162,8 +173,8 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
                          std::to_string(c.max_seq_len));
 
     // Zero virtual tokens is the base model exactly: the same ops on the same values.
-    const SoftPromptInput<T> prefix =
-        soft.prompt.defined() && P > 0 ? virtual_token_kv(tape, model, soft.prompt) : soft;
+    const AdapterInput<T> prefix =
+        soft.prompt.defined() && P > 0 ? virtual_token_kv(tape, model, soft.prompt, soft.lora) : soft;
     const std::vector<std::int32_t> positions =
         batch_positions(batch.batch, batch.seq, std::int32_t(P));
     const AttentionSpec spec{.batch = batch.batch, .seq = batch.seq, .n_heads = c.n_heads,
@@ -174,11 +185,11 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
     Var<T> x = Arch::embed(tape, c, model.weights, batch.ids, positions);
     for (Index l = 0; l < c.n_layers; ++l) {
         const auto& layer = model.weights.layers[std::size_t(l)];
-        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions);
+        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions, soft.lora_of(l));
         Var<T> a = P == 0 ? attention(tape, in.q, in.k, in.v, spec, lengths)
                           : attention(tape, in.q, in.k, in.v, spec, lengths,
                                       prefix.keys[std::size_t(l)], prefix.values[std::size_t(l)]);
-        x = Arch::finish_layer(tape, c, layer, x, a);
+        x = Arch::finish_layer(tape, c, layer, x, a, soft.lora_of(l));
     }
 
     // Only the rows whose logits are needed reach the final norm and the LM head.

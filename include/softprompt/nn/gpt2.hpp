@@ -40,6 +40,36 @@ struct Gpt2 {
         Weight<T> head;                // [V, d] = wte
     };
 
+    template <class T>
+    static const Weight<T>& token_embedding(const Weights<T>& w) {
+        return w.wte;
+    }
+
+    /// Every frozen tensor once (the tied head is the embedding), with its Hugging Face name.
+    template <class T, class F>
+    static void for_each_weight(Weights<T>& w, const Config&, F&& f) {
+        f("wte.weight", w.wte);
+        f("wpe.weight", w.wpe);
+        for (std::size_t i = 0; i < w.layers.size(); ++i) {
+            const std::string p = "h." + std::to_string(i) + ".";
+            Layer<T>& l = w.layers[i];
+            f(p + "ln_1.weight", l.ln1_gain);
+            f(p + "ln_1.bias", l.ln1_bias);
+            f(p + "attn.c_attn.weight", l.qkv);
+            f(p + "attn.c_attn.bias", l.qkv_bias);
+            f(p + "attn.c_proj.weight", l.proj);
+            f(p + "attn.c_proj.bias", l.proj_bias);
+            f(p + "ln_2.weight", l.ln2_gain);
+            f(p + "ln_2.bias", l.ln2_bias);
+            f(p + "mlp.c_fc.weight", l.fc);
+            f(p + "mlp.c_fc.bias", l.fc_bias);
+            f(p + "mlp.c_proj.weight", l.fc_proj);
+            f(p + "mlp.c_proj.bias", l.fc_proj_bias);
+        }
+        f("ln_f.weight", w.lnf_gain);
+        f("ln_f.bias", w.lnf_bias);
+    }
+
     /// Token embeddings plus the learned embeddings of their positions.
     template <class T>
     static autograd::Var<T> embed(autograd::Tape<T>& tape, const Config&, const Weights<T>& w,
@@ -59,10 +89,12 @@ struct Gpt2 {
     template <class T>
     static AttentionInputs<T> attention_inputs(autograd::Tape<T>& tape, const Config& c,
                                                const Layer<T>& l, const autograd::Var<T>& x,
-                                               std::span<const std::int32_t>) {
+                                               std::span<const std::int32_t>,
+                                               const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
         Var<T> h = layer_norm(tape, x, l.ln1_gain, l.ln1_bias, T(c.norm_eps));
-        Var<T> qkv = add_bias(tape, matmul(tape, h, l.qkv), l.qkv_bias);
+        Var<T> qkv = with_lora(tape, h, add_bias(tape, matmul(tape, h, l.qkv), l.qkv_bias),
+                               lora ? &lora->q : nullptr);
         return {slice_cols(tape, qkv, 0, c.dim), slice_cols(tape, qkv, c.dim, c.dim),
                 slice_cols(tape, qkv, 2 * c.dim, c.dim)};
     }
@@ -71,9 +103,11 @@ struct Gpt2 {
     template <class T>
     static autograd::Var<T> finish_layer(autograd::Tape<T>& tape, const Config& c,
                                          const Layer<T>& l, const autograd::Var<T>& x,
-                                         const autograd::Var<T>& attn) {
+                                         const autograd::Var<T>& attn,
+                                         const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
-        Var<T> r = add(tape, x, add_bias(tape, matmul(tape, attn, l.proj), l.proj_bias));
+        Var<T> proj = add_bias(tape, matmul(tape, attn, l.proj), l.proj_bias);
+        Var<T> r = add(tape, x, with_lora(tape, attn, proj, lora ? &lora->o : nullptr));
         Var<T> h = layer_norm(tape, r, l.ln2_gain, l.ln2_bias, T(c.norm_eps));
         Var<T> ff = gelu(tape, add_bias(tape, matmul(tape, h, l.fc), l.fc_bias));
         return add(tape, r, add_bias(tape, matmul(tape, ff, l.fc_proj), l.fc_proj_bias));

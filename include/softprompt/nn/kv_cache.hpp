@@ -35,7 +35,7 @@ struct PromptCache {
 template <class Arch, class T>
 PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
     autograd::Tape<T> tape;  // nothing is trainable: nothing is recorded
-    SoftPromptInput<T> kv = virtual_token_kv(tape, model, tape.constant(prompt));
+    AdapterInput<T> kv = virtual_token_kv(tape, model, tape.constant(prompt));
     PromptCache<T> cache;
     for (std::size_t l = 0; l < kv.keys.size(); ++l) {
         cache.keys.push_back(kv.keys[l].value());
@@ -48,7 +48,7 @@ PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
 template <class T>
 PromptCache<T> cache_prefix(const Config& config, const Mat<T>& prefix) {
     autograd::Tape<T> tape;
-    SoftPromptInput<T> kv = split_prefix(tape, config, tape.constant(prefix));
+    AdapterInput<T> kv = split_prefix(tape, config, tape.constant(prefix));
     PromptCache<T> cache;
     for (std::size_t l = 0; l < kv.keys.size(); ++l) {
         cache.keys.push_back(kv.keys[l].value());

@@ -37,6 +37,32 @@ struct Llama {
         Weight<T> head;        // [V, d]; the embedding itself when tied
     };
 
+    template <class T>
+    static const Weight<T>& token_embedding(const Weights<T>& w) {
+        return w.embed;
+    }
+
+    /// Every frozen tensor once (a tied head is not repeated), with its Hugging Face name.
+    template <class T, class F>
+    static void for_each_weight(Weights<T>& w, const Config& c, F&& f) {
+        f("model.embed_tokens.weight", w.embed);
+        for (std::size_t i = 0; i < w.layers.size(); ++i) {
+            const std::string p = "model.layers." + std::to_string(i) + ".";
+            Layer<T>& l = w.layers[i];
+            f(p + "input_layernorm.weight", l.attn_norm);
+            f(p + "self_attn.q_proj.weight", l.wq);
+            f(p + "self_attn.k_proj.weight", l.wk);
+            f(p + "self_attn.v_proj.weight", l.wv);
+            f(p + "self_attn.o_proj.weight", l.wo);
+            f(p + "post_attention_layernorm.weight", l.ffn_norm);
+            f(p + "mlp.gate_proj.weight", l.gate);
+            f(p + "mlp.up_proj.weight", l.up);
+            f(p + "mlp.down_proj.weight", l.down);
+        }
+        f("model.norm.weight", w.final_norm);
+        if (!c.tied_head) f("lm_head.weight", w.head);
+    }
+
     /// Token embeddings (positions act later, through RoPE).
     template <class T>
     static autograd::Var<T> embed(autograd::Tape<T>& tape, const Config&, const Weights<T>& w,
@@ -54,23 +80,26 @@ struct Llama {
     template <class T>
     static AttentionInputs<T> attention_inputs(autograd::Tape<T>& tape, const Config& c,
                                                const Layer<T>& l, const autograd::Var<T>& x,
-                                               std::span<const std::int32_t> positions) {
+                                               std::span<const std::int32_t> positions,
+                                               const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
         const RopeSpec rope_spec{.head_dim = c.head_dim(), .rotary_dim = 0,
                                  .theta = c.rope_theta, .layout = c.rope_layout};
         Var<T> h = rms_norm(tape, x, l.attn_norm, T(c.norm_eps));
-        return {rope(tape, matmul_wt(tape, h, l.wq), rope_spec, positions),
-                rope(tape, matmul_wt(tape, h, l.wk), rope_spec, positions),
-                matmul_wt(tape, h, l.wv)};
+        Var<T> q = with_lora(tape, h, matmul_wt(tape, h, l.wq), lora ? &lora->q : nullptr);
+        Var<T> k = with_lora(tape, h, matmul_wt(tape, h, l.wk), lora ? &lora->k : nullptr);
+        Var<T> v = with_lora(tape, h, matmul_wt(tape, h, l.wv), lora ? &lora->v : nullptr);
+        return {rope(tape, q, rope_spec, positions), rope(tape, k, rope_spec, positions), v};
     }
 
     /// Output projection, residual, SwiGLU feed-forward, residual.
     template <class T>
     static autograd::Var<T> finish_layer(autograd::Tape<T>& tape, const Config& c,
                                          const Layer<T>& l, const autograd::Var<T>& x,
-                                         const autograd::Var<T>& attn) {
+                                         const autograd::Var<T>& attn,
+                                         const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
-        Var<T> r = add(tape, x, matmul_wt(tape, attn, l.wo));
+        Var<T> r = add(tape, x, with_lora(tape, attn, matmul_wt(tape, attn, l.wo), lora ? &lora->o : nullptr));
         Var<T> h = rms_norm(tape, r, l.ffn_norm, T(c.norm_eps));
         Var<T> ff = swiglu(tape, matmul_wt(tape, h, l.gate), matmul_wt(tape, h, l.up));
         return add(tape, r, matmul_wt(tape, ff, l.down));

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "softprompt/autograd/ops.hpp"
 #include "softprompt/autograd/tape.hpp"
 #include "softprompt/nn/config.hpp"
 
@@ -26,5 +27,31 @@ template <class T>
 struct AttentionInputs {
     autograd::Var<T> q, k, v;
 };
+
+/// A low-rank update of one frozen projection (LoRA): y += scale · (x·Aᵀ)·Bᵀ with A [r, in] and
+/// B [out, r], whatever layout the frozen weight itself is stored in.
+template <class T>
+struct LoraDelta {
+    autograd::Var<T> a, b;
+    T scale = T(1);
+
+    bool active() const { return a.defined(); }
+};
+
+/// LoRA updates of one layer's attention projections; inactive entries leave a projection frozen.
+/// GPT-2 has one fused QKV projection: its update is `q` (B is [3d, r]); `k` and `v` are unused.
+template <class T>
+struct LayerLora {
+    LoraDelta<T> q, k, v, o;
+};
+
+/// y + the update of `delta` for input x (y unchanged when there is no active update).
+template <class T>
+autograd::Var<T> with_lora(autograd::Tape<T>& tape, const autograd::Var<T>& x, autograd::Var<T> y,
+                           const LoraDelta<T>* delta) {
+    if (delta == nullptr || !delta->active()) return y;
+    using namespace autograd;
+    return add(tape, y, scale(tape, matmul_wt(tape, matmul_wt(tape, x, delta->a), delta->b), delta->scale));
+}
 
 }  // namespace softprompt::nn

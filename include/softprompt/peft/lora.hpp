@@ -1,0 +1,138 @@
+#pragma once
+// LoRA (Hu et al.) on the attention projections, the baseline users compare prompt methods with:
+// a frozen projection y = x·Wᵀ gains a trainable low-rank update (α/r)·(x·Aᵀ)·Bᵀ, A [r, in] and
+// B [out, r]. A starts as PEFT's kaiming-uniform (U(±1/√in)), B as zeros, so training starts from
+// the base model exactly. GPT-2 has a fused QKV projection (c_attn) and an output projection
+// (c_proj); LLaMA has q/k/v/o_proj. `merge` adds the updates into a copy of the weights, giving a
+// plain model that serves at the base model's speed.
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "softprompt/core/rng.hpp"
+#include "softprompt/nn/gpt2.hpp"
+#include "softprompt/nn/llama.hpp"
+#include "softprompt/peft/method.hpp"
+
+namespace softprompt::peft {
+
+struct LoraOptions {
+    Index rank = 8;
+    double alpha = 16;
+    // Which projections get an update. GPT-2: `query` selects the fused c_attn, `output` c_proj;
+    // `key` and `value` apply to LLaMA only. PEFT's defaults: LLaMA q and v, GPT-2 c_attn.
+    bool query = true, key = false, value = true, output = false;
+};
+
+template <class Arch, class T>
+class Lora : public Method<T> {
+public:
+    Lora(const nn::Config& config, const LoraOptions& options, Rng& rng)
+        : config_(config), options_(options) {
+        if (options.rank <= 0) throw ConfigError("Lora: rank must be > 0, got " + std::to_string(options.rank));
+        if (!(options.alpha > 0)) throw ConfigError("Lora: alpha must be > 0");
+        const bool gpt2 = Arch::kLearnedPositions;  // the GPT-2 family: fused QKV
+        if (gpt2 && (options.key || options.value) && !options.query)
+            throw ConfigError("Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
+        if (!(options.query || options.key || options.value || options.output))
+            throw ConfigError("Lora: no projection selected");
+        const Index d = config.dim, q = config.n_heads * config.head_dim(), kv = config.kv_dim();
+        for (Index l = 0; l < config.n_layers; ++l) {
+            const std::string prefix = gpt2 ? "h." + std::to_string(l) + ".attn." :
+                                              "model.layers." + std::to_string(l) + ".self_attn.";
+            if (options.query) add(l, 0, prefix + (gpt2 ? "c_attn" : "q_proj"), d, gpt2 ? 3 * d : q, rng);
+            if (!gpt2 && options.key) add(l, 1, prefix + "k_proj", d, kv, rng);
+            if (!gpt2 && options.value) add(l, 2, prefix + "v_proj", d, kv, rng);
+            if (options.output) add(l, 3, prefix + (gpt2 ? "c_proj" : "o_proj"), q, d, rng);
+        }
+    }
+
+    Lora(const Lora&) = delete;
+    Lora& operator=(const Lora&) = delete;
+
+    MethodKind kind() const override { return MethodKind::kLora; }
+    std::vector<autograd::Param<T>*> parameters() override {
+        std::vector<autograd::Param<T>*> out;
+        for (auto& u : updates_) {
+            out.push_back(u.a.get());
+            out.push_back(u.b.get());
+        }
+        return out;
+    }
+
+    nn::AdapterInput<T> input(autograd::Tape<T>& tape) override {
+        nn::AdapterInput<T> in;
+        in.lora.resize(std::size_t(config_.n_layers));
+        for (auto& u : updates_) {
+            nn::LayerLora<T>& layer = in.lora[std::size_t(u.layer)];
+            nn::LoraDelta<T>& slot = u.slot == 0 ? layer.q : u.slot == 1 ? layer.k : u.slot == 2 ? layer.v : layer.o;
+            slot = {tape.param(*u.a), tape.param(*u.b), scale()};
+        }
+        return in;
+    }
+
+    T scale() const { return T(options_.alpha / double(options_.rank)); }
+    const LoraOptions& options() const { return options_; }
+
+    /// A copy of the model whose updated projections hold W + (α/r)·B·A in new memory; the other
+    /// weights stay views of the original.
+    nn::Model<Arch, T> merge(const nn::Model<Arch, T>& base) const {
+        nn::Model<Arch, T> merged = base;
+        auto owned = std::make_shared<std::vector<Mat<T>>>();
+        owned->reserve(updates_.size());
+        for (const auto& u : updates_) {
+            auto& layer = merged.weights.layers[std::size_t(u.layer)];
+            Weight<T>& w = slot_weight(layer, u.slot);
+            const Mat<T> delta = scale() * (u.b->value() * u.a->value());  // [out, in]
+            Mat<T> updated = w.view();
+            // GPT-2's Conv1D stores [in, out]; LLaMA's Linear stores [out, in].
+            if (Arch::kLearnedPositions) {
+                updated += delta.transpose();
+            } else {
+                updated += delta;
+            }
+            owned->push_back(std::move(updated));
+            w = Weight<T>{owned->back().data(), w.rows, w.cols};
+        }
+        merged.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<std::vector<Mat<T>>>>>(
+            base.storage, owned);
+        return merged;
+    }
+
+    struct Update {
+        Index layer;
+        int slot;  // 0 q (GPT-2: c_attn), 1 k, 2 v, 3 o (GPT-2: c_proj)
+        std::string module;  // Hugging Face module name, e.g. model.layers.0.self_attn.q_proj
+        std::unique_ptr<autograd::Param<T>> a, b;
+    };
+    const std::vector<Update>& updates() const { return updates_; }
+    std::vector<Update>& updates() { return updates_; }
+
+private:
+    void add(Index layer, int slot, const std::string& module, Index in, Index out, Rng& rng) {
+        const double bound = 1.0 / std::sqrt(double(in));
+        Mat<T> a(options_.rank, in);
+        for (Index i = 0; i < a.size(); ++i) a.data()[i] = T(rng.uniform(-bound, bound));
+        updates_.push_back({layer, slot, module,
+                            std::make_unique<autograd::Param<T>>(module + ".lora_A.weight", std::move(a)),
+                            std::make_unique<autograd::Param<T>>(module + ".lora_B.weight",
+                                                                 Mat<T>::Zero(out, options_.rank))});
+    }
+
+    static Weight<T>& slot_weight(typename Arch::template Layer<T>& layer, int slot) {
+        if constexpr (Arch::kLearnedPositions) {
+            return slot == 0 ? layer.qkv : layer.proj;
+        } else {
+            return slot == 0 ? layer.wq : slot == 1 ? layer.wk : slot == 2 ? layer.wv : layer.wo;
+        }
+    }
+
+    nn::Config config_;
+    LoraOptions options_;
+    std::vector<Update> updates_;
+};
+
+}  // namespace softprompt::peft
