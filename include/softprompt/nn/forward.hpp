@@ -87,12 +87,12 @@ struct AdapterInput {
 template <class T>
 struct ForwardOutput {
     autograd::Var<T> loss;           // [1, 1]; empty when the batch has no targets
-    autograd::Var<T> logits;         // [rows.size(), V]
+    autograd::Var<T> logits;         // [rows.size(), V]; empty when no row was requested
     std::vector<std::int32_t> rows;  // the batch slot (b*S + s) of each logits row
 };
 
 enum class LogitsRequest {
-    kLabelledOnly,   // only what the loss needs (no logits returned unless they are all labelled)
+    kLabelledOnly,   // the rows whose target is not ignored: all the loss needs
     kRealPositions,  // every real position of every row
 };
 
@@ -213,7 +213,7 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
     Var<T> h = all_rows ? x : gather_rows(tape, x, std::span<const std::int32_t>(out.rows));
     Var<T> logits = matmul_wt(tape, Arch::final_norm(tape, c, model.weights, h), model.weights.head);
     if (!batch.targets.empty()) out.loss = cross_entropy(tape, logits, row_targets);
-    if (request == LogitsRequest::kRealPositions) out.logits = logits;
+    out.logits = logits;
     return out;
 }
 

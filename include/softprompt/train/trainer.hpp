@@ -1,0 +1,276 @@
+#pragma once
+// The training loop: batches of a Dataset through the frozen model and a method, gradient
+// accumulation, global-norm clipping, a learning-rate schedule, periodic evaluation with early
+// stopping and best-parameter keeping, progress on the terminal and metrics as CSV.
+//
+// Deterministic for a given seed: each epoch's order is recomputed from (seed, epoch), so the whole
+// run is a function of its TrainingState (parameters, optimizer state, position in the data). A
+// run stopped and resumed from its state reaches the same parameters, bit for bit, as one that was
+// never stopped. A non-finite loss or gradient stops training with a NumericError and leaves the
+// method's parameters at the last step whose loss was finite.
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "softprompt/optim/clip.hpp"
+#include "softprompt/optim/optimizer.hpp"
+#include "softprompt/optim/schedule.hpp"
+#include "softprompt/peft/method.hpp"
+#include "softprompt/train/dataset.hpp"
+#include "softprompt/train/metrics.hpp"
+#include "softprompt/train/progress.hpp"
+
+namespace softprompt::train {
+
+struct TrainerOptions {
+    std::int64_t epochs = 1;
+    std::int64_t max_steps = 0;          // optimizer steps in all; 0: as many as `epochs` take
+    std::size_t batch_size = 8;
+    std::int64_t grad_accumulation = 1;  // micro-batches per optimizer step
+    double max_grad_norm = 0;            // 0: no clipping
+    std::optional<optim::LrSchedule> schedule;  // none: the optimizer's own learning rate
+    std::int64_t eval_every = 0;         // steps between evaluations; 0: only at the end
+    std::int64_t patience = 0;           // evaluations without improvement before stopping; 0: never
+    bool keep_best = true;               // end with the parameters of the best evaluation
+    std::uint64_t seed = 0;
+    bool shuffle = true;
+    std::int32_t pad_id = 0;
+    std::string metrics_csv;             // empty: none
+    ProgressMode progress = ProgressMode::kAuto;
+};
+
+/// Everything a run depends on besides its data and options.
+template <class T>
+struct TrainingState {
+    std::int64_t step = 0;        // optimizer steps taken
+    std::int64_t epoch = 0;       // epoch of the next micro-batch
+    std::int64_t next_batch = 0;  // index of the next micro-batch within that epoch
+    std::vector<std::pair<std::string, Mat<T>>> params;  // the method's Params, by name
+    optim::OptimizerState<T> optimizer;
+    double best_eval_loss = std::numeric_limits<double>::infinity();
+    std::int64_t evals_without_improvement = 0;
+    std::vector<std::pair<std::string, Mat<T>>> best_params;  // empty until an evaluation
+};
+
+struct TrainReport {
+    std::int64_t steps = 0;
+    double last_loss = 0;  // training loss of the last step
+    std::optional<EvalResult> final_eval, best_eval;
+    std::vector<std::pair<std::int64_t, EvalResult>> evaluations;  // (step, result)
+    bool early_stopped = false;
+    double seconds = 0;
+    double tokens_per_second = 0;
+};
+
+template <class Arch, class T>
+class Trainer {
+public:
+    Trainer(const nn::Model<Arch, T>& model, peft::Method<T>& method, optim::Optimizer<T>& optimizer,
+            TrainerOptions options)
+        : model_(model), method_(method), optimizer_(optimizer), options_(std::move(options)) {
+        if (options_.batch_size == 0) throw ConfigError("Trainer: batch_size must be > 0");
+        if (options_.grad_accumulation <= 0) throw ConfigError("Trainer: grad_accumulation must be > 0");
+        if (options_.epochs <= 0 && options_.max_steps <= 0)
+            throw ConfigError("Trainer: give epochs > 0 or max_steps > 0");
+        if (options_.max_grad_norm < 0) throw ConfigError("Trainer: max_grad_norm must be >= 0");
+        if (method_.parameters().empty()) throw ConfigError("nothing to train: the method has no parameters");
+    }
+
+    /// Optimizer steps the whole run takes on `train`.
+    std::int64_t total_steps(const Dataset& train) const {
+        if (options_.max_steps > 0) return options_.max_steps;
+        const std::int64_t batches = std::int64_t((train.size() + options_.batch_size - 1) / options_.batch_size);
+        return (options_.epochs * batches + options_.grad_accumulation - 1) / options_.grad_accumulation;
+    }
+
+    /// Train from the current state until the run's last step, early stopping, or `stop_after`
+    /// optimizer steps in all (to interrupt a run; resume by calling fit again).
+    TrainReport fit(const Dataset& train, const Dataset* eval = nullptr, std::int64_t stop_after = -1) {
+        if (train.empty()) throw ConfigError("Trainer::fit: the training set is empty");
+        const std::int64_t total = total_steps(train);
+        const std::int64_t end = stop_after >= 0 ? std::min(total, stop_after) : total;
+        Progress progress(options_.progress, total);
+        std::ofstream csv = open_csv();
+        TrainReport report;
+        Index tokens = 0;
+        std::vector<std::vector<std::size_t>> batches = train.batches(options_.batch_size, options_.seed, epoch_, options_.shuffle);
+        std::vector<Mat<T>> last_good = snapshot();
+
+        while (step_ < end) {
+            double step_loss = 0;
+            for (std::int64_t micro = 0; micro < options_.grad_accumulation; ++micro) {
+                if (next_batch_ >= std::int64_t(batches.size())) {
+                    ++epoch_;
+                    next_batch_ = 0;
+                    batches = train.batches(options_.batch_size, options_.seed, epoch_, options_.shuffle);
+                }
+                const nn::TokenBatch batch = train.batch(batches[std::size_t(next_batch_)], options_.pad_id);
+                autograd::Tape<T> tape;
+                const nn::ForwardOutput<T> out = nn::forward(tape, model_, batch, method_.input(tape));
+                const double loss = double(out.loss.item());
+                if (!std::isfinite(loss)) {
+                    restore(last_good);
+                    progress.finish();
+                    throw NumericError("Trainer: the loss is " + std::to_string(loss) + " at step " +
+                                       std::to_string(step_ + 1) + " (epoch " + std::to_string(epoch_) + ", batch " +
+                                       std::to_string(next_batch_) +
+                                       "); training stopped and the parameters are those of the last finite step");
+                }
+                const T inv = T(1) / T(options_.grad_accumulation);
+                tape.backward(options_.grad_accumulation > 1 ? autograd::scale(tape, out.loss, inv) : out.loss);
+                step_loss += loss / double(options_.grad_accumulation);
+                for (std::int32_t len : batch.lengths) tokens += len;
+                ++next_batch_;
+            }
+            if (options_.max_grad_norm > 0) {
+                try {
+                    optim::clip_grad_norm(method_.parameters(), options_.max_grad_norm);
+                } catch (const NumericError&) {
+                    restore(last_good);
+                    progress.finish();
+                    throw;
+                }
+            }
+            last_good = snapshot();
+            if (options_.schedule) options_.schedule->apply(optimizer_);
+            const double lr = optimizer_.lr();
+            optimizer_.step();
+            optimizer_.zero_grad();
+            ++step_;
+            report.last_loss = step_loss;
+            const double tps = double(tokens) / std::max(progress.seconds(), 1e-9);
+            progress.update(step_, step_loss, tps);
+
+            std::optional<EvalResult> result;
+            const bool at_end = step_ == total;
+            if (eval != nullptr && ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || at_end)) {
+                result = evaluate(model_, &method_, *eval, options_.batch_size);
+                report.evaluations.emplace_back(step_, *result);
+                progress.note("eval at step " + std::to_string(step_) + ": loss " + std::to_string(result->loss) +
+                              ", perplexity " + std::to_string(result->perplexity) + ", token accuracy " +
+                              std::to_string(result->token_accuracy));
+                if (result->loss < best_eval_loss_) {
+                    best_eval_loss_ = result->loss;
+                    evals_without_improvement_ = 0;
+                    best_params_ = named_snapshot();
+                    report.best_eval = result;
+                } else {
+                    ++evals_without_improvement_;
+                }
+            }
+            if (csv) {
+                csv << step_ << ',' << epoch_ << ',' << lr << ',' << step_loss << ',';
+                if (result) csv << result->loss << ',' << result->perplexity << ',' << result->token_accuracy;
+                else csv << ",,";
+                csv << ',' << tps << '\n';
+            }
+            if (options_.patience > 0 && evals_without_improvement_ >= options_.patience) {
+                progress.note("early stopping at step " + std::to_string(step_) + ": no improvement in " +
+                              std::to_string(options_.patience) + " evaluations");
+                report.early_stopped = true;
+                break;
+            }
+        }
+        progress.finish();
+        report.steps = step_;
+        report.seconds = progress.seconds();
+        report.tokens_per_second = double(tokens) / std::max(report.seconds, 1e-9);
+        const bool finished = step_ >= total || report.early_stopped;
+        if (finished && eval != nullptr && options_.keep_best && !best_params_.empty()) {
+            load_params(best_params_);
+            report.final_eval = evaluate(model_, &method_, *eval, options_.batch_size);
+        } else if (finished && !report.evaluations.empty()) {
+            report.final_eval = report.evaluations.back().second;
+        }
+        return report;
+    }
+
+    TrainingState<T> state() const {
+        TrainingState<T> s;
+        s.step = step_;
+        s.epoch = epoch_;
+        s.next_batch = next_batch_;
+        s.params = named_snapshot();
+        s.optimizer = optimizer_.state();
+        s.best_eval_loss = best_eval_loss_;
+        s.evals_without_improvement = evals_without_improvement_;
+        s.best_params = best_params_;
+        return s;
+    }
+
+    /// Continue from a saved state (the same method, optimizer kind and options are required).
+    void load_state(const TrainingState<T>& s) {
+        load_params(s.params);
+        optimizer_.load_state(s.optimizer);
+        step_ = s.step;
+        epoch_ = s.epoch;
+        next_batch_ = s.next_batch;
+        best_eval_loss_ = s.best_eval_loss;
+        evals_without_improvement_ = s.evals_without_improvement;
+        best_params_ = s.best_params;
+    }
+
+private:
+    std::vector<Mat<T>> snapshot() const {
+        std::vector<Mat<T>> out;
+        for (auto* p : method_.parameters()) out.push_back(p->value());
+        return out;
+    }
+    void restore(const std::vector<Mat<T>>& values) {
+        std::size_t i = 0;
+        for (auto* p : method_.parameters()) {
+            p->value() = values[i++];
+            p->zero_grad();
+        }
+    }
+    std::vector<std::pair<std::string, Mat<T>>> named_snapshot() const {
+        std::vector<std::pair<std::string, Mat<T>>> out;
+        for (auto* p : method_.parameters()) out.emplace_back(p->name(), p->value());
+        return out;
+    }
+    void load_params(const std::vector<std::pair<std::string, Mat<T>>>& values) {
+        const auto params = method_.parameters();
+        if (values.size() != params.size())
+            throw ConfigError("Trainer: the state has " + std::to_string(values.size()) + " parameters, the method " +
+                              std::to_string(params.size()));
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            const auto& [name, value] = values[i];
+            if (name != params[i]->name())
+                throw ConfigError("Trainer: the state's parameter " + std::to_string(i) + " is '" + name +
+                                  "', the method's is '" + params[i]->name() + "'");
+            if (value.rows() != params[i]->value().rows() || value.cols() != params[i]->value().cols())
+                throw ShapeError::mismatch("Trainer::load_state", name, params[i]->value().rows(),
+                                           params[i]->value().cols(), value.rows(), value.cols());
+        }
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            params[i]->value() = values[i].second;
+            params[i]->zero_grad();
+        }
+    }
+    std::ofstream open_csv() const {
+        std::ofstream csv;
+        if (options_.metrics_csv.empty()) return csv;
+        const bool fresh = step_ == 0;
+        csv.open(options_.metrics_csv, fresh ? std::ios::trunc : std::ios::app);
+        if (!csv) throw IoError("Trainer: cannot write metrics to '" + options_.metrics_csv + "'");
+        csv.precision(9);
+        if (fresh) csv << "step,epoch,lr,loss,eval_loss,eval_perplexity,eval_token_accuracy,tokens_per_second\n";
+        return csv;
+    }
+
+    const nn::Model<Arch, T>& model_;
+    peft::Method<T>& method_;
+    optim::Optimizer<T>& optimizer_;
+    TrainerOptions options_;
+    std::int64_t step_ = 0, epoch_ = 0, next_batch_ = 0;
+    double best_eval_loss_ = std::numeric_limits<double>::infinity();
+    std::int64_t evals_without_improvement_ = 0;
+    std::vector<std::pair<std::string, Mat<T>>> best_params_;
+};
+
+}  // namespace softprompt::train

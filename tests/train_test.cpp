@@ -1,0 +1,317 @@
+// Training end to end: data sets and readers, the Trainer (determinism, stop-and-resume, early
+// stopping, non-finite losses, metrics), and every method learning a behaviour the frozen
+// stories260K model does not have.
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <softprompt/softprompt.hpp>
+#include <string>
+#include <vector>
+
+#include "golden_model.hpp"
+#include "test_paths.hpp"
+
+namespace {
+
+using namespace softprompt;
+using namespace softprompt::train;
+using autograd::Param;
+using softprompt::testing::Golden;
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------------------------------------------
+// Data
+
+TEST(Dataset, ExamplesAlignTargetsWithIds) {
+    const Example lm = causal_lm_example({5, 6, 7});
+    EXPECT_EQ(lm.targets, (std::vector<std::int32_t>{6, 7, -100}));
+    const Example it = input_target_example({1, 2, 3}, {8, 9});
+    EXPECT_EQ(it.ids, (std::vector<std::int32_t>{1, 2, 3, 8}));
+    EXPECT_EQ(it.targets, (std::vector<std::int32_t>{-100, -100, 8, 9}));
+    EXPECT_THROW(causal_lm_example({1}), ConfigError);
+    EXPECT_THROW(input_target_example({}, {1}), ConfigError);
+}
+
+TEST(Dataset, BatchesArePaddedAndShuffledDeterministically) {
+    Dataset data;
+    for (int i = 0; i < 10; ++i) data.add(causal_lm_example(std::vector<std::int32_t>(std::size_t(2 + i % 3), i)));
+    const auto a = data.batches(4, 7, 0), b = data.batches(4, 7, 0), c = data.batches(4, 7, 1);
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, c) << "another epoch, another order";
+    ASSERT_EQ(a.size(), 3u);
+    EXPECT_EQ(a[2].size(), 2u);
+    const nn::TokenBatch batch = data.batch(a[0], /*pad_id=*/-1 + 1);
+    EXPECT_EQ(batch.batch, 4);
+    for (Index r = 0; r < batch.batch; ++r) {
+        const Example& e = data[a[0][std::size_t(r)]];
+        EXPECT_EQ(batch.lengths[std::size_t(r)], std::int32_t(e.ids.size()));
+        for (Index s = Index(e.ids.size()); s < batch.seq; ++s)
+            EXPECT_EQ(batch.targets[std::size_t(r * batch.seq + s)], -100);
+    }
+    std::vector<std::size_t> seen;
+    for (const auto& batch_ids : a) seen.insert(seen.end(), batch_ids.begin(), batch_ids.end());
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(seen, data.order(0, 0, false)) << "an epoch visits every example once";
+}
+
+TEST(Dataset, JsonlAndTsvReaders) {
+    const fs::path dir = fs::temp_directory_path() / "softprompt_train_test";
+    fs::create_directories(dir);
+    std::ofstream(dir / "a.jsonl") << "{\"text\": \"hello\", \"label\": 1}\n\n{\"text\": \"w\\u00f6rld\", \"label\": 0}\n";
+    const auto jsonl = read_jsonl((dir / "a.jsonl").string());
+    ASSERT_EQ(jsonl.size(), 2u);
+    EXPECT_EQ(jsonl[1].at("text"), "w\xc3\xb6rld");
+    EXPECT_EQ(jsonl[0].at("label"), "1");
+    std::ofstream(dir / "bad.jsonl") << "{\"text\": 1}\n{oops\n";
+    try {
+        read_jsonl((dir / "bad.jsonl").string());
+        FAIL();
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
+    }
+    std::ofstream(dir / "a.tsv") << "label\tid\ttext\n1\tx\tline one\\nline two\n0\ty\ttab\\there\n";
+    const auto tsv = read_tsv((dir / "a.tsv").string());
+    ASSERT_EQ(tsv.size(), 2u);
+    EXPECT_EQ(tsv[0].at("text"), "line one\nline two");
+    EXPECT_EQ(tsv[1].at("text"), "tab\there");
+    EXPECT_THROW(field(tsv[0], "body", 0), ConfigError);
+    std::ofstream(dir / "bad.tsv") << "a\tb\n1\n";
+    EXPECT_THROW(read_tsv((dir / "bad.tsv").string()), FormatError);
+    EXPECT_THROW(read_tsv((dir / "missing.tsv").string()), IoError);
+    fs::remove_all(dir);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Trainer mechanics on the golden tiny LLaMA model.
+
+Dataset toy_data(std::uint64_t seed, int n, Index vocab) {
+    Rng rng(seed);
+    Dataset d;
+    for (int i = 0; i < n; ++i) {
+        std::vector<std::int32_t> input(std::size_t(2 + rng.below(4)));
+        for (auto& id : input) id = std::int32_t(rng.below(std::uint64_t(vocab)));
+        d.add(input_target_example(input, {7, 11}));  // always answer 7 11
+    }
+    return d;
+}
+
+TEST(Trainer, LearnsAndStopAndResumeIsBitExact) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    const Dataset train = toy_data(1, 24, g.config.vocab_size), eval = toy_data(2, 8, g.config.vocab_size);
+    const TrainerOptions options{.epochs = 6, .max_steps = 0, .batch_size = 4, .grad_accumulation = 2,
+                                 .max_grad_norm = 1.0, .schedule = optim::LrSchedule::warmup_cosine(0.1, 2, 18),
+                                 .eval_every = 3, .patience = 0, .keep_best = false, .seed = 11, .shuffle = true,
+                                 .pad_id = 0, .metrics_csv = {}, .progress = ProgressMode::kSilent};
+    auto make_method = [&]() {
+        Rng rng(3);
+        return std::make_unique<peft::PrefixTuning<float>>(
+            g.config, peft::PrefixTuningOptions{.num_virtual_tokens = 3, .projection = true, .encoder_hidden_size = 8},
+            rng);
+    };
+    // Uninterrupted.
+    auto m1 = make_method();
+    optim::Adam<float> o1(m1->parameters(), {.lr = 0.1});
+    Trainer<nn::Llama, float> t1(model, *m1, o1, options);
+    EXPECT_EQ(t1.total_steps(train), 18);
+    const EvalResult before = evaluate(model, m1.get(), eval);
+    const TrainReport r1 = t1.fit(train, &eval);
+    EXPECT_EQ(r1.steps, 18);
+    EXPECT_LT(r1.final_eval->loss, 0.7 * before.loss) << "before " << before.loss;
+
+    // Stopped after 4 steps, state copied into a fresh method/optimizer/trainer, resumed.
+    auto m2 = make_method();
+    optim::Adam<float> o2(m2->parameters(), {.lr = 0.1});
+    Trainer<nn::Llama, float> t2(model, *m2, o2, options);
+    t2.fit(train, &eval, /*stop_after=*/7);
+    const TrainingState<float> saved = t2.state();
+    EXPECT_EQ(saved.step, 7);
+    auto m3 = make_method();
+    optim::Adam<float> o3(m3->parameters(), {.lr = 0.1});
+    Trainer<nn::Llama, float> t3(model, *m3, o3, options);
+    t3.load_state(saved);
+    const TrainReport r3 = t3.fit(train, &eval);
+    EXPECT_EQ(r3.steps, 18);
+    const auto p1 = m1->parameters(), p3 = m3->parameters();
+    for (std::size_t i = 0; i < p1.size(); ++i) {
+        const Mat<float>& a = p1[i]->value();
+        const Mat<float>& b = p3[i]->value();
+        ASSERT_EQ(a.size(), b.size());
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())), 0) << p1[i]->name();
+    }
+}
+
+TEST(Trainer, EarlyStoppingBestParametersAndCsv) {
+    const Golden<float> g("golden_gpt2.json");
+    const auto model = g.model<nn::Gpt2>();
+    const Dataset train = toy_data(3, 16, g.config.vocab_size), eval = toy_data(4, 6, g.config.vocab_size);
+    const fs::path csv = fs::temp_directory_path() / "softprompt_train_metrics.csv";
+    peft::PromptTuning<float> method(g.config, Mat<float>::Zero(2, g.config.dim));
+    // A learning rate far too large: evaluation loss soon stops improving.
+    optim::Sgd<float> sgd(method.parameters(), {.lr = 50.0});
+    Trainer<nn::Gpt2, float> trainer(model, method, sgd,
+                                     {.epochs = 0, .max_steps = 40, .batch_size = 4, .grad_accumulation = 1,
+                                      .max_grad_norm = 0, .schedule = {}, .eval_every = 1, .patience = 3,
+                                      .keep_best = true, .seed = 0, .shuffle = true, .pad_id = 0,
+                                      .metrics_csv = csv.string(), .progress = ProgressMode::kSilent});
+    const TrainReport r = trainer.fit(train, &eval);
+    EXPECT_TRUE(r.early_stopped);
+    EXPECT_LT(r.steps, 40);
+    ASSERT_TRUE(r.best_eval && r.final_eval);
+    EXPECT_DOUBLE_EQ(r.final_eval->loss, r.best_eval->loss) << "the best parameters are restored";
+    std::ifstream in(csv);
+    std::string header, line;
+    std::getline(in, header);
+    EXPECT_EQ(header, "step,epoch,lr,loss,eval_loss,eval_perplexity,eval_token_accuracy,tokens_per_second");
+    int rows = 0;
+    while (std::getline(in, line)) ++rows;
+    EXPECT_EQ(rows, r.steps);
+    fs::remove(csv);
+}
+
+// An optimizer whose third update diverges (writes NaN), as a too-large learning rate would.
+class DivergingSgd : public optim::Optimizer<float> {
+public:
+    explicit DivergingSgd(ParamList params) : optim::Optimizer<float>("diverging", std::move(params), 0.1) {}
+    void step() override {
+        ++updates_;
+        for (auto* p : params()) p->value() -= (updates_ == 3 ? NAN : 0.1f) * p->grad();
+    }
+    std::vector<std::pair<std::string, double>> resume_options() const override { return {}; }
+
+private:
+    int updates_ = 0;
+};
+
+TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodParameters) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    const Dataset train = toy_data(5, 8, g.config.vocab_size);
+    peft::PrefixTuning<float> method(g.config, Mat<float>::Constant(2, g.config.n_layers * 2 * g.config.kv_dim(), 0.1f));
+    DivergingSgd sgd(method.parameters());
+    Trainer<nn::Llama, float> trainer(model, method, sgd,
+                                      {.epochs = 0, .max_steps = 5, .batch_size = 4, .grad_accumulation = 1,
+                                       .max_grad_norm = 0, .schedule = {}, .eval_every = 0, .patience = 0,
+                                       .keep_best = false, .seed = 0, .shuffle = true, .pad_id = 0,
+                                       .metrics_csv = {}, .progress = ProgressMode::kSilent});
+    // Two good steps, then the third update writes NaN and the fourth step's loss is NaN.
+    trainer.fit(train, nullptr, /*stop_after=*/2);
+    const Mat<float> last_good = method.direct().value();
+    try {
+        trainer.fit(train);
+        FAIL() << "expected NumericError";
+    } catch (const NumericError& e) {
+        EXPECT_NE(std::string(e.what()).find("step 4"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(method.direct().value().allFinite());
+    EXPECT_EQ(std::memcmp(method.direct().value().data(), last_good.data(), sizeof(float) * std::size_t(last_good.size())), 0);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Every method on the real stories260K model: the frozen model names its characters Lily, Tom,
+// Ben...; after training on a few sentences, the adapted model calls them "Zog".
+
+struct StoryTask {
+    tok::SpmTokenizer tokenizer;
+    Dataset train, heldout;
+    std::vector<std::int32_t> answer;  // " Zog."
+};
+
+StoryTask story_task() {
+    const fs::path assets = softprompt::testing::assets_dir();
+    StoryTask task{tok::SpmTokenizer::from_llama2c((assets / "tokenizers" / "tok512.bin").string(), 512), {}, {}, {}};
+    task.answer = task.tokenizer.encode(" Zog.", false, false);
+    // encode() adds SentencePiece's dummy-prefix space to the text: drop it from the answer.
+    const std::vector<std::int32_t> dummy = task.tokenizer.encode(".", false, false);
+    task.answer = task.tokenizer.encode("Zog.", false, false);
+    const char* who[] = {"little girl", "little boy", "big dog", "small cat", "happy bird", "old man",
+                         "kind lady", "tiny bunny", "brave boy", "shy girl", "funny frog", "big bear"};
+    const char* where[] = {"in a small house", "near the park", "in the forest", "by the sea"};
+    int n = 0;
+    for (const char* w : who)
+        for (const char* place : where) {
+            const std::string input = std::string("Once upon a time, there was a ") + w + " " + place + ". Its name was";
+            const Example e = input_target_example(task.tokenizer.encode(input, true, false), task.answer);
+            (n++ % 4 == 3 ? task.heldout : task.train).add(e);
+        }
+    (void)dummy;
+    return task;
+}
+
+template <class MakeMethod>
+void expect_method_learns(const char* name, MakeMethod make_method, double lr) {
+    const fs::path model_path = softprompt::testing::assets_dir() / "models" / "stories260K.bin";
+    if (!fs::exists(model_path)) GTEST_SKIP() << "shared asset not found: " << model_path;
+    const auto model = io::load_llama2c<float>(model_path.string());
+    const StoryTask task = story_task();
+    auto method = make_method(model, task);
+    const EvalResult base = evaluate<nn::Llama, float>(model, nullptr, task.heldout);
+    optim::Adam<float> adam(method->parameters(), {.lr = lr});
+    Trainer<nn::Llama, float> trainer(model, *method, adam,
+                                      {.epochs = 0, .max_steps = 60, .batch_size = 8, .grad_accumulation = 1,
+                                       .max_grad_norm = 1.0, .schedule = {}, .eval_every = 0, .patience = 0,
+                                       .keep_best = false, .seed = 1, .shuffle = true, .pad_id = 0,
+                                       .metrics_csv = {}, .progress = ProgressMode::kSilent});
+    trainer.fit(task.train);
+    const EvalResult after = evaluate(model, method.get(), task.heldout);
+    EXPECT_LT(after.loss, 0.25 * base.loss) << name << ": held-out loss " << after.loss << " vs base " << base.loss;
+    EXPECT_GE(exact_match(model, method.get(), task.heldout), 0.9) << name;
+    EXPECT_EQ((exact_match<nn::Llama, float>(model, nullptr, task.heldout)), 0.0) << "the base model never says Zog";
+
+    // The behaviour shows in generated text.
+    auto served = serve(model, *method);
+    nn::GenerationRequest<float> request;
+    request.prompt = task.tokenizer.encode("Once upon a time, there was a funny dog in a big garden. Its name was", true,
+                                           false);
+    request.adapter = served.cache.length() > 0 ? &served.cache : nullptr;
+    request.max_new_tokens = int(task.answer.size());
+    const auto generated = nn::generate(served.model, std::vector{request})[0].tokens;
+    const std::string text = task.tokenizer.decode(generated);
+    EXPECT_NE(text.find("Zog"), std::string::npos) << name << " generated: '" << text << "'";
+}
+
+TEST(Stories260K, PromptTuningLearnsTheName) {
+    expect_method_learns("prompt tuning", [](const auto& model, const StoryTask& task) {
+        return std::make_unique<peft::PromptTuning<float>>(
+            model.config, peft::init_from_text(model, task.tokenizer.encode("a story", false, false), 8));
+    }, 0.05);
+}
+
+TEST(Stories260K, PrefixTuningDirectLearnsTheName) {
+    expect_method_learns("prefix tuning", [](const auto& model, const StoryTask& task) {
+        return std::make_unique<peft::PrefixTuning<float>>(
+            model.config, peft::init_prefix_from_text(model, task.tokenizer.encode("a story", false, false), 8));
+    }, 0.05);
+}
+
+TEST(Stories260K, PrefixTuningReparameterisedLearnsTheName) {
+    expect_method_learns("prefix tuning (MLP)", [](const auto& model, const StoryTask&) {
+        Rng rng(1);
+        return std::make_unique<peft::PrefixTuning<float>>(
+            model.config, peft::PrefixTuningOptions{.num_virtual_tokens = 8, .projection = true, .encoder_hidden_size = 64},
+            rng);
+    }, 0.01);
+}
+
+TEST(Stories260K, PTuningLearnsTheName) {
+    expect_method_learns("p-tuning", [](const auto& model, const StoryTask&) {
+        Rng rng(2);
+        return std::make_unique<peft::PTuning<float>>(
+            model.config, peft::PTuningOptions{.num_virtual_tokens = 8, .encoder = peft::PromptEncoderType::kMlp,
+                                               .encoder_hidden_size = 64, .encoder_num_layers = 2},
+            rng);
+    }, 0.01);
+}
+
+TEST(Stories260K, LoraLearnsTheName) {
+    expect_method_learns("lora", [](const auto& model, const StoryTask&) {
+        Rng rng(3);
+        return std::make_unique<peft::Lora<nn::Llama, float>>(
+            model.config, peft::LoraOptions{.rank = 4, .alpha = 8, .query = true, .key = false, .value = true, .output = true},
+            rng);
+    }, 0.01);
+}
+
+}  // namespace
