@@ -1,62 +1,95 @@
 #pragma once
-// Stochastic gradient descent with optional momentum and decoupled weight decay.
-//   v ← μ·v + g;   p ← p − lr·(v + λ·p)      (μ = 0: plain SGD)
+// Stochastic gradient descent, exactly as torch.optim.SGD (PyTorch 1.13):
+//
+//   d = g + λ·p                                   (weight_decay λ: L2, added to the gradient)
+//   b = d                     on a Param's first step,
+//   b = μ·b + (1 − τ)·d       afterwards          (momentum μ, dampening τ)
+//   d = d + μ·b  (Nesterov)   or   d = b          (when μ ≠ 0)
+//   p = p − lr·d
+//
+// State: "<param>.momentum_buffer" (only when momentum ≠ 0).
 
+#include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "softprompt/autograd/tape.hpp"
 #include "softprompt/error.hpp"
+#include "softprompt/optim/optimizer.hpp"
 
 namespace softprompt::optim {
 
 struct SgdOptions {
     double lr = 1e-2;
-    double momentum = 0;
-    double weight_decay = 0;
+    double momentum = 0;      // [0, 1)
+    double weight_decay = 0;  // >= 0, added to the gradient (L2), as torch.optim.SGD
+    double dampening = 0;     // [0, 1]
+    bool nesterov = false;    // needs momentum > 0 and dampening 0
 };
 
 template <class T>
-class Sgd {
+class Sgd final : public Optimizer<T> {
 public:
-    /// Throws ConfigError when no trainable Param is given: there would be nothing to train.
-    Sgd(std::vector<autograd::Param<T>*> params, SgdOptions options)
-        : params_(std::move(params)), options_(options) {
-        std::size_t trainable = 0;
-        for (auto* p : params_) {
-            if (p == nullptr) throw ConfigError("Sgd: a Param pointer is null");
-            trainable += p->trainable() ? 1 : 0;
-            velocity_.push_back(Mat<T>::Zero(p->value().rows(), p->value().cols()));
-        }
-        if (trainable == 0)
-            throw ConfigError("nothing to train: Sgd was given " + std::to_string(params_.size()) +
-                              " Param(s) and none is trainable");
-        if (!(options_.lr > 0)) throw ConfigError("Sgd: lr must be > 0, got " + std::to_string(options_.lr));
+    using typename Optimizer<T>::ParamList;
+
+    /// Throws ConfigError when no Param is trainable ("nothing to train") or an option is out of
+    /// range.
+    Sgd(ParamList params, SgdOptions options = {})
+        : Optimizer<T>("sgd", std::move(params), options.lr), options_(options) {
+        const char* who = "sgd";
+        detail::check_range(who, "momentum", options_.momentum, 0.0, 1.0, false);
+        detail::check_range(who, "weight_decay", options_.weight_decay, 0.0, detail::kInf, false);
+        detail::check_range(who, "dampening", options_.dampening, 0.0, 1.0, true);
+        if (options_.nesterov && (options_.momentum <= 0 || options_.dampening != 0))
+            throw ConfigError("sgd: option nesterov needs momentum > 0 and dampening 0, got momentum " +
+                              detail::format_double(options_.momentum) + " and dampening " +
+                              detail::format_double(options_.dampening));
+        if (options_.momentum != 0)
+            for (std::size_t i = 0; i < this->params_.size(); ++i)
+                buffer_.push_back(this->add_tensor(i, "momentum_buffer"));
     }
 
-    /// Apply one update from the accumulated gradients (they are left as they are).
-    void step() {
-        const T lr = T(options_.lr), mu = T(options_.momentum), wd = T(options_.weight_decay);
-        for (std::size_t i = 0; i < params_.size(); ++i) {
-            autograd::Param<T>& p = *params_[i];
-            if (!p.trainable()) continue;
-            if (mu != T(0)) {
-                velocity_[i] = mu * velocity_[i] + p.grad();
-                p.value() -= lr * (velocity_[i] + wd * p.value());
-            } else {
-                p.value() -= lr * (p.grad() + wd * p.value());
+    const SgdOptions& options() const { return options_; }
+
+    void step() override {
+        const T lr = T(this->lr_), mu = T(options_.momentum), wd = T(options_.weight_decay);
+        const T keep = T(1.0 - options_.dampening);
+        const bool momentum = options_.momentum != 0, nesterov = options_.nesterov;
+        for (std::size_t i = 0; i < this->params_.size(); ++i) {
+            autograd::Param<T>& param = *this->params_[i];
+            if (!param.trainable()) continue;
+            this->check_param_shape(i, param.value());
+            const bool first = this->param_steps_[i] == 0;
+            T* p = param.value().data();
+            const T* g = param.grad().data();
+            T* b = momentum ? this->tensor(buffer_[i]).data() : nullptr;
+            const Index n = param.value().size();
+            for (Index k = 0; k < n; ++k) {
+                T d = g[k];
+                if (wd != T(0)) d = d + wd * p[k];
+                if (momentum) {
+                    b[k] = first ? d : b[k] * mu + keep * d;
+                    d = nesterov ? d + mu * b[k] : b[k];
+                }
+                p[k] = p[k] - lr * d;
             }
+            ++this->param_steps_[i];
         }
+        ++this->steps_;
     }
 
-    void zero_grad() {
-        for (auto* p : params_) p->zero_grad();
+protected:
+    std::vector<std::pair<std::string, double>> resume_options() const override {
+        return {{"momentum", options_.momentum},
+                {"weight_decay", options_.weight_decay},
+                {"dampening", options_.dampening},
+                {"nesterov", options_.nesterov ? 1.0 : 0.0}};
     }
 
 private:
-    std::vector<autograd::Param<T>*> params_;
     SgdOptions options_;
-    std::vector<Mat<T>> velocity_;
+    std::vector<std::size_t> buffer_;  // state tensor index per Param (momentum only)
 };
 
 }  // namespace softprompt::optim
