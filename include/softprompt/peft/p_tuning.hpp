@@ -120,6 +120,8 @@ public:
     }
 
     std::vector<autograd::Param<T>>& params() { return params_; }
+    const PTuningOptions& options() const { return options_; }
+    Index hidden_size() const { return hidden_; }
 
 private:
     static Mat<T> uniform(Index rows, Index cols, double bound, Rng& rng) {

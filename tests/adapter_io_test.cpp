@@ -1,0 +1,258 @@
+// Adapter files: PEFT-format save and load for every method (bit-exact reloads, an independent
+// standard-library Python reader of the files), checks against the model, atomic writes, and the
+// training-state file (a run resumed from disk equals an uninterrupted one bit for bit).
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <softprompt/softprompt.hpp>
+#include <string>
+#include <vector>
+
+#include "golden_model.hpp"
+
+namespace {
+
+using namespace softprompt;
+using namespace softprompt::peft;
+using softprompt::testing::Golden;
+namespace fs = std::filesystem;
+
+fs::path fresh_dir(const std::string& name) {
+    const fs::path dir = fs::temp_directory_path() / ("softprompt_adapter_test_" + name);
+    fs::remove_all(dir);
+    return dir;
+}
+
+template <class Arch>
+Mat<float> logits_with(const nn::Model<Arch, float>& model, const nn::TokenBatch& batch, Method<float>* method) {
+    autograd::Tape<float> t;
+    std::vector<autograd::Param<float>*> params;
+    if (method) params = method->parameters();
+    const EvaluationOnly<float> eval_only(params);
+    return nn::forward(t, model, batch, method ? method->input(t) : nn::AdapterInput<float>{},
+                       nn::LogitsRequest::kRealPositions)
+        .logits.value();
+}
+
+bool bit_equal(const Mat<float>& a, const Mat<float>& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() &&
+           std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0;
+}
+
+// Runs tests/reference/check_adapter.py (standard library only) when a python3 exists.
+void expect_python_reader_accepts(const fs::path& dir, const nlohmann::json& expected) {
+    if (std::system("python3 -c 'import json, struct' >/dev/null 2>&1") != 0) {
+        GTEST_SKIP() << "python3 not found: the independent reader was not run";
+    }
+    const fs::path script = fs::path(softprompt::testing::test_data_dir()).parent_path() / "reference" / "check_adapter.py";
+    std::string arg = expected.dump();
+    std::string quoted = "'";
+    for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    quoted += "'";
+    const std::string command = "python3 '" + script.string() + "' '" + dir.string() + "' " + quoted;
+    EXPECT_EQ(std::system(command.c_str()), 0) << command;
+}
+
+nlohmann::json config_of(const fs::path& dir) {
+    std::ifstream in(dir / kAdapterConfig);
+    return nlohmann::json::parse(in);
+}
+
+TEST(AdapterFiles, PromptTuningRoundTripsBitExactly) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    Rng rng(1);
+    PromptTuning<float> method(g.config, init_normal<float>(5, g.config.dim, 1.0, rng));
+    const fs::path dir = fresh_dir("prompt");
+    save_adapter(dir.string(), method, model, "stories260K");
+    const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
+    EXPECT_EQ(loaded.kind, MethodKind::kPromptTuning);
+    EXPECT_TRUE(bit_equal(loaded.prompt_embeddings, method.embeddings().value()));
+    auto reloaded = prompt_method(loaded, g.config);
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    const nlohmann::json config = config_of(dir);
+    EXPECT_EQ(config["base_model_name_or_path"], "stories260K");
+    expect_python_reader_accepts(
+        dir, {{"tensors", {{"prompt_embeddings", {5, g.config.dim}}}},
+              {"config", {{"peft_type", "PROMPT_TUNING"}, {"task_type", "CAUSAL_LM"}, {"num_virtual_tokens", 5},
+                          {"token_dim", g.config.dim}, {"num_layers", g.config.n_layers},
+                          {"num_attention_heads", g.config.n_heads}, {"num_transformer_submodules", 1},
+                          {"inference_mode", true}}}});
+    fs::remove_all(dir);
+}
+
+TEST(AdapterFiles, ReparameterisedPrefixIsSavedFoldedWithGqaWidths) {
+    const Golden<float> g("golden_llama_gqa.json");  // 4 query heads, 2 KV heads
+    const auto model = g.model<nn::Llama>();
+    Rng rng(2);
+    PrefixTuning<float> method(g.config, {.num_virtual_tokens = 3, .projection = true, .encoder_hidden_size = 7}, rng);
+    const fs::path dir = fresh_dir("prefix");
+    save_adapter(dir.string(), method, model);
+    const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
+    EXPECT_TRUE(bit_equal(loaded.prompt_embeddings, method.fold()));
+    auto reloaded = prompt_method(loaded, g.config);
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    const Index width = g.config.n_layers * 2 * g.config.kv_dim();
+    expect_python_reader_accepts(
+        dir, {{"tensors", {{"prompt_embeddings", {3, width}}}},
+              {"config", {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}, {"token_dim", g.config.kv_dim()},
+                          {"num_attention_heads", g.config.n_kv_heads}, {"num_layers", g.config.n_layers},
+                          {"prefix_projection", false}}}});
+    fs::remove_all(dir);
+}
+
+TEST(AdapterFiles, PTuningStoresTheEncoderOutput) {
+    const Golden<float> g("golden_gpt2.json");
+    const auto model = g.model<nn::Gpt2>();
+    Rng rng(3);
+    PTuning<float> method(g.config, {.num_virtual_tokens = 4, .encoder = PromptEncoderType::kLstm,
+                                     .encoder_hidden_size = 6, .encoder_num_layers = 1},
+                          rng);
+    const fs::path dir = fresh_dir("ptuning");
+    save_adapter(dir.string(), method, model);
+    const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
+    EXPECT_EQ(loaded.kind, MethodKind::kPTuning);
+    auto reloaded = prompt_method(loaded, g.config);
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    EXPECT_EQ(config_of(dir)["encoder_reparameterization_type"], "LSTM");
+    fs::remove_all(dir);
+}
+
+TEST(AdapterFiles, LoraRoundTripsWithPeftKeys) {
+    const Golden<float> g("golden_gpt2.json");
+    const auto model = g.model<nn::Gpt2>();
+    Rng rng(4);
+    Lora<nn::Gpt2, float> method(g.config, {.rank = 2, .alpha = 4, .query = true, .key = false, .value = false, .output = true}, rng);
+    for (auto& u : method.updates()) u.b->value().setRandom();
+    const fs::path dir = fresh_dir("lora");
+    save_adapter(dir.string(), method, model);
+    const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
+    auto reloaded = lora_method<nn::Gpt2>(loaded, g.config);
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    nlohmann::json tensors;
+    const Index d = g.config.dim;
+    for (Index l = 0; l < g.config.n_layers; ++l) {
+        const std::string p = "base_model.model.h." + std::to_string(l) + ".attn.";
+        tensors[p + "c_attn.lora_A.weight"] = {2, d};
+        tensors[p + "c_attn.lora_B.weight"] = {2 * 0 + 3 * d, 2};
+        tensors[p + "c_proj.lora_A.weight"] = {2, d};
+        tensors[p + "c_proj.lora_B.weight"] = {d, 2};
+    }
+    expect_python_reader_accepts(dir, {{"tensors", tensors},
+                                       {"config", {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4.0},
+                                                   {"fan_in_fan_out", true}}}});
+    fs::remove_all(dir);
+}
+
+TEST(AdapterFiles, LoadingChecksTheModelAndTheFiles) {
+    const Golden<float> gpt2("golden_gpt2.json"), llama("golden_llama_gqa.json");
+    const auto model = gpt2.model<nn::Gpt2>();
+    PromptTuning<float> method(gpt2.config, Mat<float>::Ones(2, gpt2.config.dim));
+    const fs::path dir = fresh_dir("checks");
+    save_adapter(dir.string(), method, model);
+
+    nn::Config wider = gpt2.config;
+    wider.dim = 24;
+    wider.n_heads = 4;
+    try {
+        load_adapter(dir.string(), wider);
+        FAIL() << "expected ConfigError";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("token_dim is 16 but the model needs 24"), std::string::npos) << e.what();
+    }
+    nlohmann::json config = config_of(dir);
+    config["surprise"] = 1;
+    std::ofstream(dir / kAdapterConfig) << config.dump();
+    try {
+        load_adapter(dir.string(), gpt2.config);
+        FAIL() << "expected ConfigError";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("unknown field 'surprise'"), std::string::npos) << e.what();
+    }
+    config.erase("surprise");
+    std::ofstream(dir / kAdapterConfig) << config.dump();
+    {
+        std::ofstream(dir / kAdapterWeights, std::ios::binary | std::ios::trunc) << "garbage";
+    }
+    EXPECT_THROW(load_adapter(dir.string(), gpt2.config), FormatError);
+    EXPECT_THROW(load_adapter((dir / "missing").string(), gpt2.config), IoError);
+    fs::remove_all(dir);
+}
+
+TEST(AdapterFiles, AFailedSaveLeavesThePreviousAdapterWhole) {
+    const Golden<float> g("golden_gpt2.json");
+    const auto model = g.model<nn::Gpt2>();
+    PromptTuning<float> first(g.config, Mat<float>::Ones(2, g.config.dim));
+    const fs::path dir = fresh_dir("atomic");
+    save_adapter(dir.string(), first, model);
+    // The config cannot be replaced (a folder squats its name): the save fails part-way.
+    PromptTuning<float> second(g.config, Mat<float>::Zero(2, g.config.dim));
+    const std::string config_text = [&] {
+        std::ifstream in(dir / kAdapterConfig);
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    }();
+    fs::remove(dir / kAdapterWeights);
+    fs::create_directory(dir / kAdapterWeights);
+    EXPECT_THROW(save_adapter(dir.string(), second, model), IoError);
+    for (const auto& entry : fs::directory_iterator(dir))
+        EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos)
+            << "temporary file left behind: " << entry.path();
+    std::ifstream in(dir / kAdapterConfig);
+    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), config_text);
+    fs::remove_all(dir);
+}
+
+TEST(TrainingStateFile, ResumingFromDiskEqualsAnUninterruptedRun) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    train::Dataset data;
+    Rng data_rng(9);
+    for (int i = 0; i < 12; ++i) {
+        std::vector<std::int32_t> input(3);
+        for (auto& id : input) id = std::int32_t(data_rng.below(32));
+        data.add(train::input_target_example(input, {5}));
+    }
+    const train::TrainerOptions options{.epochs = 4, .max_steps = 0, .batch_size = 4, .grad_accumulation = 1,
+                                        .max_grad_norm = 1.0, .schedule = optim::LrSchedule::warmup_linear(0.05, 2, 12),
+                                        .eval_every = 4, .patience = 0, .keep_best = false, .seed = 3,
+                                        .shuffle = true, .pad_id = 0, .metrics_csv = {},
+                                        .progress = train::ProgressMode::kSilent};
+    auto make = [&] {
+        Rng rng(5);
+        return std::make_unique<PTuning<float>>(g.config, PTuningOptions{.num_virtual_tokens = 2,
+                                                                         .encoder = PromptEncoderType::kMlp,
+                                                                         .encoder_hidden_size = 8,
+                                                                         .encoder_num_layers = 2},
+                                                rng);
+    };
+    auto a = make();
+    optim::AdamW<float> oa(a->parameters(), {});
+    train::Trainer<nn::Llama, float> ta(model, *a, oa, options);
+    ta.fit(data, &data);
+
+    const fs::path dir = fresh_dir("state");
+    fs::create_directories(dir);
+    const std::string path = (dir / kTrainingState).string();
+    {
+        auto b = make();
+        optim::AdamW<float> ob(b->parameters(), {});
+        train::Trainer<nn::Llama, float> tb(model, *b, ob, options);
+        tb.fit(data, &data, /*stop_after=*/5);
+        save_training_state(path, tb.state(), "p-tuning mlp");
+    }
+    auto c = make();
+    optim::AdamW<float> oc(c->parameters(), {});
+    train::Trainer<nn::Llama, float> tc(model, *c, oc, options);
+    tc.load_state(load_training_state(path));
+    tc.fit(data, &data);
+    const auto pa = a->parameters(), pc = c->parameters();
+    for (std::size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(bit_equal(pa[i]->value(), pc[i]->value())) << pa[i]->name();
+    EXPECT_THROW(load_training_state((dir / "none.safetensors").string()), IoError);
+    fs::remove_all(dir);
+}
+
+}  // namespace
