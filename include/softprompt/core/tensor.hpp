@@ -34,7 +34,13 @@ using ConstMap = Eigen::Map<const Mat<T>>;
 
 /// "[rows x cols]" for error messages.
 inline std::string shape_string(Index rows, Index cols) {
-    return "[" + std::to_string(rows) + " x " + std::to_string(cols) + "]";
+    // Appended piece by piece: GCC 12 warns (-Wrestrict, falsely) on the chained operator+ form.
+    std::string s = "[";
+    s += std::to_string(rows);
+    s += " x ";
+    s += std::to_string(cols);
+    s += "]";
+    return s;
 }
 
 }  // namespace softprompt
