@@ -26,6 +26,7 @@
 #include "softprompt/io/mmap.hpp"
 #include "softprompt/io/llama2c.hpp"
 #include "softprompt/tok/spm.hpp"
+#include "softprompt/tok/bpe.hpp"
 #include "softprompt/core/rng.hpp"
 #include "softprompt/peft/method.hpp"
 #include "softprompt/peft/prompt_tuning.hpp"
