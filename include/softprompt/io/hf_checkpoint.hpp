@@ -1,0 +1,311 @@
+#pragma once
+// Hugging Face checkpoint folders: load a GPT-2 or LLaMA model from `config.json` plus either
+// `model.safetensors` or the shards listed by `model.safetensors.index.json`, and write a model
+// back in the same layout.
+//
+//   <dir>/config.json                      see hf_config.hpp
+//   <dir>/model.safetensors                every tensor, or else
+//   <dir>/model.safetensors.index.json     {"metadata": {...}, "weight_map": {"<tensor>": "<shard
+//                                          file in dir>", ...}}; each shard is opened once
+//
+// Tensors are bound by name through `Arch::bind_hf` (GPT-2 names may carry the `transformer.`
+// prefix that GPT2LMHeadModel adds; GPT-2's lm_head is tied to wte unless tie_word_embeddings is
+// false). Tensors the model does not use (GPT-2's attention-mask buffers, rotary inv_freq) are
+// ignored. F32 weights read as float are views into the read-only mappings (nothing is copied or
+// read until used); F16/BF16 (or T = double) are converted once. The model's `storage` holds a
+// TensorStore with the mappings and buffers.
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "softprompt/error.hpp"
+#include "softprompt/io/hf_config.hpp"
+#include "softprompt/io/safetensors.hpp"
+#include "softprompt/nn/gpt2.hpp"
+#include "softprompt/nn/llama.hpp"
+#include "softprompt/nn/model.hpp"
+
+namespace softprompt::io {
+
+/// The family an architecture's checkpoints declare in config.json.
+template <class Arch>
+constexpr HfFamily hf_family_of() {
+    static_assert(std::is_same_v<Arch, nn::Gpt2> || std::is_same_v<Arch, nn::Llama>,
+                  "Hugging Face checkpoints: nn::Gpt2 or nn::Llama");
+    return std::is_same_v<Arch, nn::Gpt2> ? HfFamily::kGpt2 : HfFamily::kLlama;
+}
+
+/// The tensors of a checkpoint folder, from one file or from shards, by name.
+class HfCheckpointTensors {
+public:
+    /// Opens `<dir>/model.safetensors` if present, else every shard named by
+    /// `<dir>/model.safetensors.index.json`. IoError when neither exists (or a shard cannot be
+    /// opened), FormatError for a malformed file or an index entry its shard does not hold.
+    explicit HfCheckpointTensors(const std::string& dir) {
+        namespace fs = std::filesystem;
+        const fs::path single = fs::path(dir) / "model.safetensors";
+        const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+        std::error_code ec;  // the non-throwing overload: errors surface as IoError when opening
+        if (fs::exists(single, ec)) {
+            source_ = single.string();
+            files_.push_back(std::make_shared<const SafetensorsFile>(source_));
+            for (const auto& [name, info] : files_.back()->tensors())
+                where_[name] = files_.back().get();
+        } else if (fs::exists(index, ec)) {
+            source_ = index.string();
+            open_shards(fs::path(dir));
+        } else {
+            throw IoError("no model.safetensors or model.safetensors.index.json in '" + dir + "'");
+        }
+    }
+
+    /// model.safetensors or the index: where the tensor names come from (for messages).
+    const std::string& source() const { return source_; }
+    std::size_t file_count() const { return files_.size(); }
+    bool contains(const std::string& name) const { return where_.count(name) != 0; }
+    std::vector<std::string> names() const {
+        std::vector<std::string> out;
+        for (const auto& [name, file] : where_) out.push_back(name);
+        return out;
+    }
+
+    /// The file holding `name`; FormatError naming the tensor when none does.
+    const SafetensorsFile& file_of(const std::string& name) const {
+        const auto it = where_.find(name);
+        if (it == where_.end()) throw FormatError(source_ + ": no tensor '" + name + "'");
+        return *it->second;
+    }
+
+    /// See SafetensorsFile::weight.
+    template <class T>
+    Weight<T> weight(const std::string& name, Index rows, Index cols, TensorStore& store) const {
+        return file_of(name).template weight<T>(name, rows, cols, store);
+    }
+
+private:
+    void open_shards(const std::filesystem::path& dir) {
+        std::ifstream in(source_, std::ios::binary);
+        if (!in) throw IoError("cannot open '" + source_ + "'");
+        const std::string text((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(text);
+        } catch (const nlohmann::json::parse_error& e) {
+            throw FormatError::at(source_, e.byte == 0 ? 0 : e.byte - 1,
+                                  std::string("not valid JSON: ") + e.what());
+        }
+        auto fail = [&](const std::string& what) { throw FormatError(source_ + ": " + what); };
+        if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+            fail("expected an object with a \"weight_map\" object");
+        if (j["weight_map"].empty()) fail("\"weight_map\" lists no tensors");
+        std::map<std::string, const SafetensorsFile*> shards;  // file name -> opened once
+        for (const auto& [name, shard] : j["weight_map"].items()) {
+            if (!shard.is_string())
+                fail("\"weight_map\" entry '" + name + "' is " + shard.dump() +
+                     ", expected a file name");
+            const std::string file = shard.get<std::string>();
+            // A plain file name in the same folder: an index must not reach elsewhere.
+            if (file.empty() || file == "." || file == ".." ||
+                file.find_first_of(std::string("/\\\0", 3)) != std::string::npos)
+                fail("\"weight_map\" entry '" + name + "' names shard \"" + file +
+                     "\", expected a file name in the checkpoint folder");
+            auto it = shards.find(file);
+            if (it == shards.end()) {
+                files_.push_back(std::make_shared<const SafetensorsFile>((dir / file).string()));
+                it = shards.emplace(file, files_.back().get()).first;
+            }
+            if (!it->second->contains(name))
+                fail("\"weight_map\" puts tensor '" + name + "' in '" + it->second->path() +
+                     "', which has no such tensor");
+            where_[name] = it->second;
+        }
+    }
+
+    std::string source_;
+    std::vector<std::shared_ptr<const SafetensorsFile>> files_;
+    std::map<std::string, const SafetensorsFile*> where_;
+};
+
+/// Load a Hugging Face checkpoint folder as a frozen model. Throws ConfigError when config.json
+/// describes another family or an unsupported setting, FormatError naming the file and tensor for
+/// a missing tensor or a wrong shape, IoError when a file cannot be opened.
+template <class Arch, class T = float>
+nn::Model<Arch, T> load_hf(const std::string& dir) {
+    const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+    const HfConfig hf = read_hf_config(config_path);
+    if (hf.family != hf_family_of<Arch>())
+        throw ConfigError(config_path + ": model_type \"" + hf.model_type + "\" is a " +
+                          std::string(family_name(hf.family)) + " model; it cannot load as " +
+                          Arch::kName);
+    const HfCheckpointTensors tensors(dir);
+    auto store = std::make_shared<TensorStore>();
+    const nn::WeightLookup<T> get = [&](const std::string& name, Index rows, Index cols) {
+        if constexpr (std::is_same_v<Arch, nn::Gpt2>) {
+            if (!tensors.contains(name)) {
+                const std::string prefixed = "transformer." + name;
+                if (tensors.contains(prefixed))
+                    return tensors.weight<T>(prefixed, rows, cols, *store);
+                throw FormatError(tensors.source() + ": no tensor '" + name + "' (nor '" +
+                                  prefixed + "')");
+            }
+        }
+        return tensors.weight<T>(name, rows, cols, *store);
+    };
+    nn::Model<Arch, T> model;
+    model.config = hf.config;
+    model.weights = Arch::template bind_hf<T>(model.config, get);
+    if constexpr (std::is_same_v<Arch, nn::Gpt2>) {
+        // Gpt2::bind_hf ties the head; an untied GPT-2 stores its own (HF: lm_head.weight).
+        if (!model.config.tied_head)
+            model.weights.head = tensors.weight<T>("lm_head.weight", model.config.vocab_size,
+                                                   model.config.dim, *store);
+    }
+    model.storage = std::move(store);
+    return model;
+}
+
+namespace detail {
+
+/// The tensors of a model under their HF names, as float (converted or re-ordered copies where
+/// needed, views otherwise), ready for write_safetensors.
+template <class T>
+class HfExport {
+public:
+    /// A 2-D tensor. With `rope_head_dim` > 0 the rows of each head are re-ordered from
+    /// interleaved RoPE pairs (2j, 2j+1) to HF's half-split layout (j, j + hd/2): the permutation
+    /// transformers' convert_llama_weights_to_hf applies to q_proj and k_proj.
+    void matrix(const std::string& name, const Weight<T>& w, Index rope_head_dim = 0) {
+        add(name, {std::uint64_t(w.rows), std::uint64_t(w.cols)}, w, rope_head_dim);
+    }
+    /// A 1-D tensor (bias, norm gain) held as a [1, n] weight.
+    void vector(const std::string& name, const Weight<T>& w) {
+        if (w.rows != 1) throw ShapeError::mismatch("save_hf", name, 1, w.cols, w.rows, w.cols);
+        add(name, {std::uint64_t(w.cols)}, w, 0);
+    }
+
+    std::map<std::string, TensorSource> sources(Dtype dtype) const {
+        std::map<std::string, TensorSource> out;
+        for (const auto& e : entries_) out.emplace(e.name, TensorSource(dtype, e.shape, e.data));
+        return out;
+    }
+
+private:
+    struct Entry {
+        std::string name;
+        std::vector<std::uint64_t> shape;
+        const float* data;
+    };
+
+    void add(const std::string& name, std::vector<std::uint64_t> shape, const Weight<T>& w,
+             Index rope_head_dim) {
+        if (w.empty()) throw ConfigError("save_hf: weight " + name + " is not bound");
+        const std::size_t rows = std::size_t(w.rows), cols = std::size_t(w.cols);
+        if constexpr (std::is_same_v<T, float>) {
+            if (rope_head_dim == 0) {
+                entries_.push_back({name, std::move(shape), w.data});
+                return;
+            }
+        }
+        if (rope_head_dim % 2 != 0 || (rope_head_dim > 0 && w.rows % rope_head_dim != 0))
+            throw ConfigError("save_hf: " + name + ": cannot re-order " + std::to_string(w.rows) +
+                              " rows into RoPE heads of " + std::to_string(rope_head_dim));
+        std::vector<float>& out = buffers_.emplace_back(rows * cols);
+        const std::size_t hd = std::size_t(rope_head_dim);
+        for (std::size_t r = 0; r < rows; ++r) {
+            // Destination row h·hd + half·hd/2 + j takes source row h·hd + 2j + half.
+            std::size_t src = r;
+            if (hd > 0) {
+                const std::size_t h = r / hd, in_head = r % hd, half = in_head / (hd / 2),
+                                  j = in_head % (hd / 2);
+                src = h * hd + 2 * j + half;
+            }
+            for (std::size_t c = 0; c < cols; ++c)
+                out[r * cols + c] = float(w.data[src * cols + c]);
+        }
+        entries_.push_back({name, std::move(shape), out.data()});
+    }
+
+    std::vector<Entry> entries_;
+    std::deque<std::vector<float>> buffers_;  // deque: growing it never moves a buffer
+};
+
+}  // namespace detail
+
+/// Write `model` as a Hugging Face checkpoint folder: `<dir>/model.safetensors` (tensors as
+/// `dtype`: F32, F16 or BF16; `__metadata__ {"format": "pt"}` like save_pretrained) and
+/// `<dir>/config.json`. The folder is created if needed; each file is replaced atomically (weights
+/// first, then the config). A tied head is not written (transformers re-ties it). A LLaMA model
+/// with interleaved RoPE (llama2.c, GGUF) gets its q/k rows re-ordered to HF's half-split layout,
+/// so the saved checkpoint computes the same function.
+template <class Arch, class T>
+void save_hf(const std::string& dir, const nn::Model<Arch, T>& model, Dtype dtype = Dtype::kF32) {
+    namespace fs = std::filesystem;
+    const nn::Config& c = model.config;
+    const nlohmann::json config = hf_config_json(hf_family_of<Arch>(), c,
+                                                 dtype == Dtype::kF32   ? "float32"
+                                                 : dtype == Dtype::kF16 ? "float16"
+                                                                        : "bfloat16");
+    const auto& w = model.weights;
+    detail::HfExport<T> out;
+    if constexpr (std::is_same_v<Arch, nn::Gpt2>) {
+        out.matrix("wte.weight", w.wte);
+        out.matrix("wpe.weight", w.wpe);
+        for (std::size_t i = 0; i < w.layers.size(); ++i) {
+            const auto& l = w.layers[i];
+            const std::string p = "h." + std::to_string(i) + ".";
+            out.vector(p + "ln_1.weight", l.ln1_gain);
+            out.vector(p + "ln_1.bias", l.ln1_bias);
+            out.matrix(p + "attn.c_attn.weight", l.qkv);
+            out.vector(p + "attn.c_attn.bias", l.qkv_bias);
+            out.matrix(p + "attn.c_proj.weight", l.proj);
+            out.vector(p + "attn.c_proj.bias", l.proj_bias);
+            out.vector(p + "ln_2.weight", l.ln2_gain);
+            out.vector(p + "ln_2.bias", l.ln2_bias);
+            out.matrix(p + "mlp.c_fc.weight", l.fc);
+            out.vector(p + "mlp.c_fc.bias", l.fc_bias);
+            out.matrix(p + "mlp.c_proj.weight", l.fc_proj);
+            out.vector(p + "mlp.c_proj.bias", l.fc_proj_bias);
+        }
+        out.vector("ln_f.weight", w.lnf_gain);
+        out.vector("ln_f.bias", w.lnf_bias);
+        if (!c.tied_head) out.matrix("lm_head.weight", w.head);
+    } else {
+        const Index rope_hd = c.rope_layout == kernels::RopeLayout::kInterleaved ? c.head_dim() : 0;
+        out.matrix("model.embed_tokens.weight", w.embed);
+        for (std::size_t i = 0; i < w.layers.size(); ++i) {
+            const auto& l = w.layers[i];
+            const std::string p = "model.layers." + std::to_string(i) + ".";
+            out.vector(p + "input_layernorm.weight", l.attn_norm);
+            out.matrix(p + "self_attn.q_proj.weight", l.wq, rope_hd);
+            out.matrix(p + "self_attn.k_proj.weight", l.wk, rope_hd);
+            out.matrix(p + "self_attn.v_proj.weight", l.wv);
+            out.matrix(p + "self_attn.o_proj.weight", l.wo);
+            out.vector(p + "post_attention_layernorm.weight", l.ffn_norm);
+            out.matrix(p + "mlp.gate_proj.weight", l.gate);
+            out.matrix(p + "mlp.up_proj.weight", l.up);
+            out.matrix(p + "mlp.down_proj.weight", l.down);
+        }
+        out.vector("model.norm.weight", w.final_norm);
+        if (!c.tied_head) out.matrix("lm_head.weight", w.head);
+    }
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw IoError("cannot create folder '" + dir + "': " + ec.message());
+    write_safetensors((fs::path(dir) / "model.safetensors").string(), out.sources(dtype),
+                      {{"format", "pt"}});
+    const std::string text = config.dump(2) + "\n";
+    detail::AtomicFile file((fs::path(dir) / "config.json").string());
+    file.write(text.data(), text.size());
+    file.commit();
+}
+
+}  // namespace softprompt::io
