@@ -29,6 +29,7 @@
 #include "softprompt/io/safetensors.hpp"
 #include "softprompt/io/hf_config.hpp"
 #include "softprompt/io/hf_checkpoint.hpp"
+#include "softprompt/io/gguf.hpp"
 #include "softprompt/tok/spm.hpp"
 #include "softprompt/tok/bpe.hpp"
 #include "softprompt/core/rng.hpp"

@@ -32,9 +32,30 @@
 // yields the text "<unk>", and a piece that directly follows BOS loses one leading space (the
 // dummy prefix). So decode(encode(s, true, ...)) == s for every s, including non-UTF-8 bytes.
 // Without a BOS in front the dummy prefix stays: decode(encode("hi", false, false)) == " hi".
+//
+// SentencePiece rules (SpmRules::kSentencePiece, what GGUF vocabularies use; llama.cpp's
+// `llm_tokenizer_spm`, i.e. SentencePiece BPE with byte fallback). A vocabulary built with
+// explicit token types (`SpmTokenType`, GGUF's `tokenizer.ggml.token_type`) and these rules encodes:
+//   1. if `text` is not empty and add_dummy_prefix is on, a space is put in front of it;
+//   2. the text is cut into characters by the UTF-8 lead byte alone (1 byte for 0x00-0xBF, 2 for
+//      0xC0-0xDF, 3 for 0xE0-0xEF, 4 for 0xF0-0xFF, fewer at the end of the text); a character
+//      stays a piece of text even when the vocabulary lacks it;
+//   3. repeatedly merge the adjacent pair whose concatenated text is a mergeable piece (type
+//      normal, user-defined or undefined: never control, unknown, unused or byte pieces) with the
+//      highest score, leftmost on ties;
+//   4. each remaining piece of text is its token if it is a mergeable piece, else its bytes become
+//      byte tokens (byte fallback).
+// So a character missing from the vocabulary can still merge with its neighbours (run.c turns it
+// into bytes first), and an invalid UTF-8 run is cut differently; on valid UTF-8 over a
+// vocabulary holding every character the merges can reach, both rules give the same ids.
+// Pieces are stored with ' ' in place of `▁` whatever the source (GGUF stores `▁`), which is the
+// same as SentencePiece's escaping of the text's spaces as long as no piece holds a raw space.
+// Decoding is the same under both rules, except that every control piece (not only BOS/EOS)
+// yields nothing, and the space after BOS is kept when add_dummy_prefix is off.
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -95,6 +116,32 @@ inline std::string quoted(std::string_view s) {
 }
 
 }  // namespace detail
+
+/// SentencePiece piece types, numbered as SentencePiece and GGUF (`tokenizer.ggml.token_type`)
+/// number them.
+enum class SpmTokenType : std::int32_t {
+    kUndefined = 0,
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUserDefined = 4,
+    kUnused = 5,
+    kByte = 6,
+};
+
+/// Which encoder to follow (see the top of this file).
+enum class SpmRules {
+    kLlama2c,        ///< llama2.c run.c: what from_llama2c uses
+    kSentencePiece,  ///< SentencePiece BPE as llama.cpp implements it: what GGUF vocabularies use
+};
+
+/// How a tokenizer built from pieces encodes.
+struct SpmOptions {
+    SpmRules rules = SpmRules::kLlama2c;
+    /// A space in front of non-empty text (SentencePiece's add_dummy_prefix; GGUF's
+    /// `tokenizer.ggml.add_space_prefix`).
+    bool add_dummy_prefix = true;
+};
 
 /// SentencePiece-style BPE tokenizer (llama2.c semantics; see the top of this file). Immutable;
 /// copies share one vocabulary, so copying is cheap and a tokenizer may be used from many threads.
@@ -179,7 +226,18 @@ public:
     /// Builds a tokenizer from pieces (with ' ' for `▁`) and scores, e.g. from a GGUF vocabulary.
     /// The id layout above is required; violations throw FormatError naming `source`.
     SpmTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source)
-        : SpmTokenizer(std::move(pieces), std::move(scores), std::move(source), 0) {}
+        : SpmTokenizer(std::move(pieces), std::move(scores), {}, SpmOptions{}, std::move(source),
+                       0) {}
+
+    /// Builds a tokenizer from pieces (with ' ' for `▁`), scores, piece types and encoding options
+    /// (a GGUF vocabulary uses SpmRules::kSentencePiece). `types` may be empty: then 0 is unknown,
+    /// 1 and 2 control, 3..258 byte and every other piece normal. The id layout above is required
+    /// (ids 3..258 must be byte pieces, of type byte when types are given); violations throw
+    /// FormatError naming `source`.
+    SpmTokenizer(std::vector<std::string> pieces, std::vector<float> scores,
+                 std::vector<SpmTokenType> types, SpmOptions options, std::string source)
+        : SpmTokenizer(std::move(pieces), std::move(scores), std::move(types), options,
+                       std::move(source), 0) {}
 
     [[nodiscard]] std::int32_t vocab_size() const noexcept {
         return static_cast<std::int32_t>(v_->scores.size());
@@ -195,6 +253,13 @@ public:
     [[nodiscard]] std::size_t max_token_length() const noexcept { return v_->max_len; }
     /// Where the vocabulary came from (file path, "<memory>", ...).
     [[nodiscard]] const std::string& source() const noexcept { return v_->source; }
+    /// The encoding rules and dummy-prefix setting.
+    [[nodiscard]] const SpmOptions& options() const noexcept { return v_->options; }
+    /// The type of a piece (given at construction, or derived from the id layout).
+    [[nodiscard]] SpmTokenType type(std::int32_t id) const {
+        check_id("type", id);
+        return v_->types[static_cast<std::size_t>(id)];
+    }
 
     /// The stored text of a piece (' ' in place of `▁`; BOS is "\n<s>\n" in llama2.c files).
     [[nodiscard]] std::string_view piece(std::int32_t id) const {
@@ -225,8 +290,17 @@ public:
                      std::vector<std::int32_t>& out) const {
         const Vocab& v = *v_;
         std::vector<std::int32_t> syms;  // symbols before merging
+        if (v.options.rules == SpmRules::kSentencePiece) {
+            encode_sentencepiece(text, syms);
+            out.clear();
+            out.reserve(syms.size() + 2);
+            if (add_bos) out.push_back(kBos);
+            out.insert(out.end(), syms.begin(), syms.end());
+            if (add_eos) out.push_back(kEos);
+            return;
+        }
         syms.reserve(text.size() + 1);
-        if (!text.empty()) syms.push_back(v.space_id);
+        if (!text.empty() && v.options.add_dummy_prefix) syms.push_back(v.space_id);
         const std::size_t n = text.size();
         for (std::size_t i = 0; i < n;) {
             // A character: one byte, then up to 3 continuation bytes (run.c's grouping).
@@ -288,6 +362,10 @@ private:
         std::int32_t space_id = 0;
         std::size_t max_len = 0;
         std::string source;
+        SpmOptions options;
+        std::vector<SpmTokenType> types;
+        // SentencePiece rules: text -> id of the mergeable pieces only (views into arena).
+        std::unordered_map<std::string_view, std::int32_t> merge_index;
 
         std::string_view piece(std::int32_t id) const {
             const auto i = static_cast<std::size_t>(id);
@@ -296,9 +374,20 @@ private:
     };
 
     SpmTokenizer(std::vector<std::string> pieces, std::vector<float> scores, std::string source,
+                 std::size_t max_len)
+        : SpmTokenizer(std::move(pieces), std::move(scores), {}, SpmOptions{}, std::move(source),
+                       max_len) {}
+
+    SpmTokenizer(std::vector<std::string> pieces, std::vector<float> scores,
+                 std::vector<SpmTokenType> types, SpmOptions options, std::string source,
                  std::size_t max_len) {
         auto v = std::make_shared<Vocab>();
         v->source = std::move(source);
+        v->options = options;
+        if (!types.empty() && types.size() != pieces.size()) {
+            throw FormatError(v->source + ": " + std::to_string(pieces.size()) + " pieces but " +
+                              std::to_string(types.size()) + " token types");
+        }
         if (pieces.size() != scores.size()) {
             throw FormatError(v->source + ": " + std::to_string(pieces.size()) + " pieces but " +
                               std::to_string(scores.size()) + " scores");
@@ -315,20 +404,38 @@ private:
         v->offsets.reserve(pieces.size() + 1);
         v->byte_of.reserve(pieces.size());
         v->offsets.push_back(0);
-        for (const auto& p : pieces) {
+        const bool typed = !types.empty();
+        if (!typed) {
+            types.assign(pieces.size(), SpmTokenType::kNormal);
+            types[kUnk] = SpmTokenType::kUnknown;
+            types[kBos] = types[kEos] = SpmTokenType::kControl;
+            std::fill(types.begin() + kFirstByte, types.begin() + kMinVocab, SpmTokenType::kByte);
+        }
+        for (std::size_t i = 0; i < pieces.size(); ++i) {
+            const auto& p = pieces[i];
             v->arena.insert(v->arena.end(), p.begin(), p.end());
             v->offsets.push_back(v->arena.size());
-            v->byte_of.push_back(static_cast<std::int16_t>(detail::byte_token_value(p)));
+            // With explicit types only byte pieces decode to raw bytes.
+            const bool byte_piece = !typed || types[i] == SpmTokenType::kByte;
+            v->byte_of.push_back(
+                static_cast<std::int16_t>(byte_piece ? detail::byte_token_value(p) : -1));
             v->max_len = std::max({v->max_len, max_len, p.size()});
         }
         for (int b = 0; b < 256; ++b) {
-            if (v->byte_of[static_cast<std::size_t>(kFirstByte + b)] != b) {
+            const auto id = static_cast<std::size_t>(kFirstByte + b);
+            if (detail::byte_token_value(pieces[id]) != b) {
                 throw FormatError(v->source + ": token " + std::to_string(kFirstByte + b) +
                                   " should be the byte token " + detail::byte_token_piece(b) +
-                                  " but is " + detail::quoted(pieces[std::size_t(kFirstByte + b)]));
+                                  " but is " + detail::quoted(pieces[id]));
+            }
+            if (types[id] != SpmTokenType::kByte) {
+                throw FormatError(v->source + ": token " + std::to_string(id) + " (" +
+                                  detail::byte_token_piece(b) + ") should have the byte type (6), has " +
+                                  std::to_string(static_cast<std::int32_t>(types[id])));
             }
             v->raw_bytes[static_cast<std::size_t>(b)] = static_cast<char>(b);
         }
+        v->types = std::move(types);
         v->scores = std::move(scores);
         v->index.reserve(pieces.size());
         for (std::size_t i = 0; i < pieces.size(); ++i) {
@@ -336,6 +443,17 @@ private:
         }
         const auto space = v->index.find(" ");
         v->space_id = space != v->index.end() ? space->second : byte_token(' ');
+        if (v->options.rules == SpmRules::kSentencePiece) {
+            v->merge_index.reserve(pieces.size());
+            for (std::size_t i = 0; i < pieces.size(); ++i) {
+                const SpmTokenType t = v->types[i];
+                if (t == SpmTokenType::kNormal || t == SpmTokenType::kUserDefined ||
+                    t == SpmTokenType::kUndefined) {
+                    v->merge_index.emplace(v->piece(static_cast<std::int32_t>(i)),
+                                           static_cast<std::int32_t>(i));
+                }
+            }
+        }
         v_ = std::move(v);
     }
 
@@ -351,11 +469,99 @@ private:
     std::string_view piece_text(std::int32_t prev, std::int32_t id) const {
         const Vocab& v = *v_;
         if (id == kBos || id == kEos) return {};
+        if (v.types[static_cast<std::size_t>(id)] == SpmTokenType::kControl) return {};
         const int byte = v.byte_of[static_cast<std::size_t>(id)];
         if (byte >= 0) return {&v.raw_bytes[static_cast<std::size_t>(byte)], 1};
         std::string_view p = v.piece(id);
-        if (prev == kBos && !p.empty() && p.front() == ' ') p.remove_prefix(1);
+        if (prev == kBos && v.options.add_dummy_prefix && !p.empty() && p.front() == ' ') {
+            p.remove_prefix(1);
+        }
         return p;
+    }
+
+    // SentencePiece rules (see the top of this file): symbols are runs of the text, merged by the
+    // same heap-over-linked-list loop as merge(); a merge is allowed when the two adjacent runs
+    // together spell a mergeable piece. Two runs are adjacent in the text, so the candidate is a
+    // view of it: no string is built per candidate.
+    void encode_sentencepiece(std::string_view input, std::vector<std::int32_t>& out) const {
+        const Vocab& v = *v_;
+        out.clear();
+        if (input.empty()) return;
+        std::string text;
+        text.reserve(input.size() + 1);
+        if (v.options.add_dummy_prefix) text += ' ';
+        text += input;
+        // Characters by the lead byte, as llama.cpp's unicode_len_utf8.
+        std::vector<std::size_t> start, len;
+        start.reserve(text.size());
+        len.reserve(text.size());
+        for (std::size_t i = 0; i < text.size();) {
+            static constexpr std::uint8_t kLen[16] = {1, 1, 1, 1, 1, 1, 1, 1,
+                                                      1, 1, 1, 1, 2, 2, 3, 4};
+            const std::size_t n = std::min<std::size_t>(
+                kLen[static_cast<unsigned char>(text[i]) >> 4], text.size() - i);
+            start.push_back(i);
+            len.push_back(n);
+            i += n;
+        }
+        const std::size_t n = start.size();
+        struct Candidate {
+            float score;
+            std::int32_t left, right;
+            std::uint32_t left_version, right_version;
+        };
+        const auto lower = [](const Candidate& a, const Candidate& b) {
+            return a.score < b.score || (a.score == b.score && a.left > b.left);
+        };
+        std::vector<Candidate> storage;
+        storage.reserve(n);
+        std::priority_queue<Candidate, std::vector<Candidate>, decltype(lower)> heap(
+            lower, std::move(storage));
+        std::vector<std::int32_t> next(n), prev(n);
+        std::vector<std::uint32_t> version(n, 0);
+        for (std::size_t i = 0; i < n; ++i) {
+            prev[i] = static_cast<std::int32_t>(i) - 1;
+            next[i] = i + 1 < n ? static_cast<std::int32_t>(i + 1) : -1;
+        }
+        const auto consider = [&](std::int32_t l, std::int32_t r) {
+            const auto li = static_cast<std::size_t>(l), ri = static_cast<std::size_t>(r);
+            const std::string_view joined(text.data() + start[li], len[li] + len[ri]);
+            const auto it = v.merge_index.find(joined);
+            if (it == v.merge_index.end()) return;
+            const float s = v.scores[static_cast<std::size_t>(it->second)];
+            if (std::isnan(s)) return;  // NaN would break the heap's ordering
+            heap.push({s, l, r, version[li], version[ri]});
+        };
+        for (std::size_t i = 0; i + 1 < n; ++i) {
+            consider(static_cast<std::int32_t>(i), static_cast<std::int32_t>(i + 1));
+        }
+        while (!heap.empty()) {
+            const Candidate c = heap.top();
+            heap.pop();
+            const auto li = static_cast<std::size_t>(c.left), ri = static_cast<std::size_t>(c.right);
+            if (version[li] != c.left_version || version[ri] != c.right_version ||
+                next[li] != c.right) {
+                continue;  // stale: a neighbour merged since this pair was found
+            }
+            len[li] += len[ri];
+            ++version[li];
+            ++version[ri];
+            next[li] = next[ri];
+            if (next[li] >= 0) prev[static_cast<std::size_t>(next[li])] = c.left;
+            if (prev[li] >= 0) consider(prev[li], c.left);
+            if (next[li] >= 0) consider(c.left, next[li]);
+        }
+        out.reserve(n);
+        for (std::int32_t i = 0; i >= 0; i = next[static_cast<std::size_t>(i)]) {
+            const auto ii = static_cast<std::size_t>(i);
+            const std::string_view run(text.data() + start[ii], len[ii]);
+            const auto it = v.merge_index.find(run);
+            if (it != v.merge_index.end()) {
+                out.push_back(it->second);
+            } else {
+                for (const char b : run) out.push_back(byte_token(static_cast<std::uint8_t>(b)));
+            }
+        }
     }
 
     // BPE merges in place: always the adjacent pair forming the highest-scoring piece, leftmost on
