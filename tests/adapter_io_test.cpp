@@ -28,7 +28,8 @@ fs::path fresh_dir(const std::string& name) {
 }
 
 template <class Arch>
-Mat<float> logits_with(const nn::Model<Arch, float>& model, const nn::TokenBatch& batch, Method<float>* method) {
+Mat<float> logits_with(const nn::Model<Arch, float>& model, const nn::TokenBatch& batch,
+                       Method<float>* method) {
     autograd::Tape<float> t;
     std::vector<autograd::Param<float>*> params;
     if (method) params = method->parameters();
@@ -48,12 +49,14 @@ void expect_python_reader_accepts(const fs::path& dir, const nlohmann::json& exp
     if (std::system("python3 -c 'import json, struct' >/dev/null 2>&1") != 0) {
         GTEST_SKIP() << "python3 not found: the independent reader was not run";
     }
-    const fs::path script = fs::path(softprompt::testing::test_data_dir()).parent_path() / "reference" / "check_adapter.py";
+    const fs::path script = fs::path(softprompt::testing::test_data_dir()).parent_path() /
+                            "reference" / "check_adapter.py";
     std::string arg = expected.dump();
     std::string quoted = "'";
     for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
     quoted += "'";
-    const std::string command = "python3 '" + script.string() + "' '" + dir.string() + "' " + quoted;
+    const std::string command =
+        "python3 '" + script.string() + "' '" + dir.string() + "' " + quoted;
     EXPECT_EQ(std::system(command.c_str()), 0) << command;
 }
 
@@ -73,15 +76,20 @@ TEST(AdapterFiles, PromptTuningRoundTripsBitExactly) {
     EXPECT_EQ(loaded.kind, MethodKind::kPromptTuning);
     EXPECT_TRUE(bit_equal(loaded.prompt_embeddings, method.embeddings().value()));
     auto reloaded = prompt_method(loaded, g.config);
-    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
+                          logits_with(model, g.batch, &method)));
     const nlohmann::json config = config_of(dir);
     EXPECT_EQ(config["base_model_name_or_path"], "stories260K");
-    expect_python_reader_accepts(
-        dir, {{"tensors", {{"prompt_embeddings", {5, g.config.dim}}}},
-              {"config", {{"peft_type", "PROMPT_TUNING"}, {"task_type", "CAUSAL_LM"}, {"num_virtual_tokens", 5},
-                          {"token_dim", g.config.dim}, {"num_layers", g.config.n_layers},
-                          {"num_attention_heads", g.config.n_heads}, {"num_transformer_submodules", 1},
-                          {"inference_mode", true}}}});
+    expect_python_reader_accepts(dir, {{"tensors", {{"prompt_embeddings", {5, g.config.dim}}}},
+                                       {"config",
+                                        {{"peft_type", "PROMPT_TUNING"},
+                                         {"task_type", "CAUSAL_LM"},
+                                         {"num_virtual_tokens", 5},
+                                         {"token_dim", g.config.dim},
+                                         {"num_layers", g.config.n_layers},
+                                         {"num_attention_heads", g.config.n_heads},
+                                         {"num_transformer_submodules", 1},
+                                         {"inference_mode", true}}}});
     fs::remove_all(dir);
 }
 
@@ -89,19 +97,24 @@ TEST(AdapterFiles, ReparameterisedPrefixIsSavedFoldedWithGqaWidths) {
     const Golden<float> g("golden_llama_gqa.json");  // 4 query heads, 2 KV heads
     const auto model = g.model<nn::Llama>();
     Rng rng(2);
-    PrefixTuning<float> method(g.config, {.num_virtual_tokens = 3, .projection = true, .encoder_hidden_size = 7}, rng);
+    PrefixTuning<float> method(
+        g.config, {.num_virtual_tokens = 3, .projection = true, .encoder_hidden_size = 7}, rng);
     const fs::path dir = fresh_dir("prefix");
     save_adapter(dir.string(), method, model);
     const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
     EXPECT_TRUE(bit_equal(loaded.prompt_embeddings, method.fold()));
     auto reloaded = prompt_method(loaded, g.config);
-    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
+                          logits_with(model, g.batch, &method)));
     const Index width = g.config.n_layers * 2 * g.config.kv_dim();
-    expect_python_reader_accepts(
-        dir, {{"tensors", {{"prompt_embeddings", {3, width}}}},
-              {"config", {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}, {"token_dim", g.config.kv_dim()},
-                          {"num_attention_heads", g.config.n_kv_heads}, {"num_layers", g.config.n_layers},
-                          {"prefix_projection", false}}}});
+    expect_python_reader_accepts(dir, {{"tensors", {{"prompt_embeddings", {3, width}}}},
+                                       {"config",
+                                        {{"peft_type", "PREFIX_TUNING"},
+                                         {"num_virtual_tokens", 3},
+                                         {"token_dim", g.config.kv_dim()},
+                                         {"num_attention_heads", g.config.n_kv_heads},
+                                         {"num_layers", g.config.n_layers},
+                                         {"prefix_projection", false}}}});
     fs::remove_all(dir);
 }
 
@@ -109,15 +122,19 @@ TEST(AdapterFiles, PTuningStoresTheEncoderOutput) {
     const Golden<float> g("golden_gpt2.json");
     const auto model = g.model<nn::Gpt2>();
     Rng rng(3);
-    PTuning<float> method(g.config, {.num_virtual_tokens = 4, .encoder = PromptEncoderType::kLstm,
-                                     .encoder_hidden_size = 6, .encoder_num_layers = 1},
+    PTuning<float> method(g.config,
+                          {.num_virtual_tokens = 4,
+                           .encoder = PromptEncoderType::kLstm,
+                           .encoder_hidden_size = 6,
+                           .encoder_num_layers = 1},
                           rng);
     const fs::path dir = fresh_dir("ptuning");
     save_adapter(dir.string(), method, model);
     const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
     EXPECT_EQ(loaded.kind, MethodKind::kPTuning);
     auto reloaded = prompt_method(loaded, g.config);
-    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
+                          logits_with(model, g.batch, &method)));
     EXPECT_EQ(config_of(dir)["encoder_reparameterization_type"], "LSTM");
     fs::remove_all(dir);
 }
@@ -126,13 +143,16 @@ TEST(AdapterFiles, LoraRoundTripsWithPeftKeys) {
     const Golden<float> g("golden_gpt2.json");
     const auto model = g.model<nn::Gpt2>();
     Rng rng(4);
-    Lora<nn::Gpt2, float> method(g.config, {.rank = 2, .alpha = 4, .query = true, .key = false, .value = false, .output = true}, rng);
+    Lora<nn::Gpt2, float> method(
+        g.config,
+        {.rank = 2, .alpha = 4, .query = true, .key = false, .value = false, .output = true}, rng);
     for (auto& u : method.updates()) u.b->value().setRandom();
     const fs::path dir = fresh_dir("lora");
     save_adapter(dir.string(), method, model);
     const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
     auto reloaded = lora_method<nn::Gpt2>(loaded, g.config);
-    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()), logits_with(model, g.batch, &method)));
+    EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
+                          logits_with(model, g.batch, &method)));
     nlohmann::json tensors;
     const Index d = g.config.dim;
     for (Index l = 0; l < g.config.n_layers; ++l) {
@@ -142,9 +162,10 @@ TEST(AdapterFiles, LoraRoundTripsWithPeftKeys) {
         tensors[p + "c_proj.lora_A.weight"] = {2, d};
         tensors[p + "c_proj.lora_B.weight"] = {d, 2};
     }
-    expect_python_reader_accepts(dir, {{"tensors", tensors},
-                                       {"config", {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4.0},
-                                                   {"fan_in_fan_out", true}}}});
+    expect_python_reader_accepts(
+        dir, {{"tensors", tensors},
+              {"config",
+               {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4.0}, {"fan_in_fan_out", true}}}});
     fs::remove_all(dir);
 }
 
@@ -162,7 +183,9 @@ TEST(AdapterFiles, LoadingChecksTheModelAndTheFiles) {
         load_adapter(dir.string(), wider);
         FAIL() << "expected ConfigError";
     } catch (const ConfigError& e) {
-        EXPECT_NE(std::string(e.what()).find("token_dim is 16 but the model needs 24"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("token_dim is 16 but the model needs 24"),
+                  std::string::npos)
+            << e.what();
     }
     nlohmann::json config = config_of(dir);
     config["surprise"] = 1;
@@ -171,13 +194,12 @@ TEST(AdapterFiles, LoadingChecksTheModelAndTheFiles) {
         load_adapter(dir.string(), gpt2.config);
         FAIL() << "expected ConfigError";
     } catch (const ConfigError& e) {
-        EXPECT_NE(std::string(e.what()).find("unknown field 'surprise'"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("unknown field 'surprise'"), std::string::npos)
+            << e.what();
     }
     config.erase("surprise");
     std::ofstream(dir / kAdapterConfig) << config.dump();
-    {
-        std::ofstream(dir / kAdapterWeights, std::ios::binary | std::ios::trunc) << "garbage";
-    }
+    { std::ofstream(dir / kAdapterWeights, std::ios::binary | std::ios::trunc) << "garbage"; }
     EXPECT_THROW(load_adapter(dir.string(), gpt2.config), FormatError);
     EXPECT_THROW(load_adapter((dir / "missing").string(), gpt2.config), IoError);
     fs::remove_all(dir);
@@ -202,7 +224,8 @@ TEST(AdapterFiles, AFailedSaveLeavesThePreviousAdapterWhole) {
         EXPECT_EQ(entry.path().filename().string().find(".tmp-"), std::string::npos)
             << "temporary file left behind: " << entry.path();
     std::ifstream in(dir / kAdapterConfig);
-    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()), config_text);
+    EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()),
+              config_text);
     fs::remove_all(dir);
 }
 
@@ -216,17 +239,27 @@ TEST(TrainingStateFile, ResumingFromDiskEqualsAnUninterruptedRun) {
         for (auto& id : input) id = std::int32_t(data_rng.below(32));
         data.add(train::input_target_example(input, {5}));
     }
-    const train::TrainerOptions options{.epochs = 4, .max_steps = 0, .batch_size = 4, .grad_accumulation = 1,
-                                        .max_grad_norm = 1.0, .schedule = optim::LrSchedule::warmup_linear(0.05, 2, 12),
-                                        .eval_every = 4, .patience = 0, .keep_best = false, .seed = 3,
-                                        .shuffle = true, .pad_id = 0, .metrics_csv = {},
+    const train::TrainerOptions options{.epochs = 4,
+                                        .max_steps = 0,
+                                        .batch_size = 4,
+                                        .grad_accumulation = 1,
+                                        .max_grad_norm = 1.0,
+                                        .schedule = optim::LrSchedule::warmup_linear(0.05, 2, 12),
+                                        .eval_every = 4,
+                                        .patience = 0,
+                                        .keep_best = false,
+                                        .seed = 3,
+                                        .shuffle = true,
+                                        .pad_id = 0,
+                                        .metrics_csv = {},
                                         .progress = train::ProgressMode::kSilent};
     auto make = [&] {
         Rng rng(5);
-        return std::make_unique<PTuning<float>>(g.config, PTuningOptions{.num_virtual_tokens = 2,
-                                                                         .encoder = PromptEncoderType::kMlp,
-                                                                         .encoder_hidden_size = 8,
-                                                                         .encoder_num_layers = 2},
+        return std::make_unique<PTuning<float>>(g.config,
+                                                PTuningOptions{.num_virtual_tokens = 2,
+                                                               .encoder = PromptEncoderType::kMlp,
+                                                               .encoder_hidden_size = 8,
+                                                               .encoder_num_layers = 2},
                                                 rng);
     };
     auto a = make();
@@ -250,7 +283,8 @@ TEST(TrainingStateFile, ResumingFromDiskEqualsAnUninterruptedRun) {
     tc.load_state(load_training_state(path));
     tc.fit(data, &data);
     const auto pa = a->parameters(), pc = c->parameters();
-    for (std::size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(bit_equal(pa[i]->value(), pc[i]->value())) << pa[i]->name();
+    for (std::size_t i = 0; i < pa.size(); ++i)
+        EXPECT_TRUE(bit_equal(pa[i]->value(), pc[i]->value())) << pa[i]->name();
     EXPECT_THROW(load_training_state((dir / "none.safetensors").string()), IoError);
     fs::remove_all(dir);
 }

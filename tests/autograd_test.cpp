@@ -50,24 +50,20 @@ TEST(Gradcheck, MatmulWithFrozenWeightBothLayouts) {
     Param<D> x("x", random_matrix(3, 4, 1));
     const Mat<D> w_out_in = random_matrix(5, 4, 2);
     const Mat<D> w_in_out = random_matrix(4, 5, 3);
-    expect_gradients_match({&x}, [&](Tape<D>& t) {
-        return probe(t, matmul_wt(t, t.param(x), frozen(w_out_in)));
-    });
-    expect_gradients_match({&x}, [&](Tape<D>& t) {
-        return probe(t, matmul(t, t.param(x), frozen(w_in_out)));
-    });
+    expect_gradients_match(
+        {&x}, [&](Tape<D>& t) { return probe(t, matmul_wt(t, t.param(x), frozen(w_out_in))); });
+    expect_gradients_match(
+        {&x}, [&](Tape<D>& t) { return probe(t, matmul(t, t.param(x), frozen(w_in_out))); });
 }
 
 TEST(Gradcheck, MatmulWithTrainableRightOperandBothLayouts) {
     Param<D> x("x", random_matrix(3, 4, 4));
     Param<D> w1("w_out_in", random_matrix(5, 4, 5));
     Param<D> w2("w_in_out", random_matrix(4, 5, 6));
-    expect_gradients_match({&x, &w1}, [&](Tape<D>& t) {
-        return probe(t, matmul_wt(t, t.param(x), t.param(w1)));
-    });
-    expect_gradients_match({&x, &w2}, [&](Tape<D>& t) {
-        return probe(t, matmul(t, t.param(x), t.param(w2)));
-    });
+    expect_gradients_match(
+        {&x, &w1}, [&](Tape<D>& t) { return probe(t, matmul_wt(t, t.param(x), t.param(w1))); });
+    expect_gradients_match(
+        {&x, &w2}, [&](Tape<D>& t) { return probe(t, matmul(t, t.param(x), t.param(w2))); });
 }
 
 TEST(Gradcheck, BiasAddFrozenAndTrainable) {
@@ -96,9 +92,8 @@ TEST(Gradcheck, Activations) {
     Param<D> up("up", random_matrix(4, 6, 13));
     expect_gradients_match({&x}, [&](Tape<D>& t) { return probe(t, gelu(t, t.param(x))); });
     expect_gradients_match({&x}, [&](Tape<D>& t) { return probe(t, silu(t, t.param(x))); });
-    expect_gradients_match({&x, &up}, [&](Tape<D>& t) {
-        return probe(t, swiglu(t, t.param(x), t.param(up)));
-    });
+    expect_gradients_match(
+        {&x, &up}, [&](Tape<D>& t) { return probe(t, swiglu(t, t.param(x), t.param(up))); });
 }
 
 TEST(Gradcheck, TanhSigmoidRelu) {
@@ -120,9 +115,8 @@ TEST(Gradcheck, Norms) {
     expect_gradients_match({&x}, [&](Tape<D>& t) {
         return probe(t, layer_norm(t, t.param(x), frozen(gamma), frozen(beta), 1e-5));
     });
-    expect_gradients_match({&x}, [&](Tape<D>& t) {
-        return probe(t, rms_norm(t, t.param(x), frozen(gamma), 1e-5));
-    });
+    expect_gradients_match(
+        {&x}, [&](Tape<D>& t) { return probe(t, rms_norm(t, t.param(x), frozen(gamma), 1e-5)); });
 }
 
 TEST(Gradcheck, Softmax) {
@@ -147,11 +141,10 @@ TEST(Gradcheck, RopeBothLayoutsWithOffsetAndPartialRotary) {
     const std::vector<std::int32_t> positions = batch_positions(2, 3, /*offset=*/5);
     for (RopeLayout layout : {RopeLayout::kInterleaved, RopeLayout::kHalfSplit}) {
         for (Index rotary : {Index(4), Index(2)}) {
-            const RopeSpec spec{.head_dim = 4, .rotary_dim = rotary, .theta = 100.0,
-                                .layout = layout};
-            expect_gradients_match({&x}, [&](Tape<D>& t) {
-                return probe(t, rope(t, t.param(x), spec, positions));
-            });
+            const RopeSpec spec{
+                .head_dim = 4, .rotary_dim = rotary, .theta = 100.0, .layout = layout};
+            expect_gradients_match(
+                {&x}, [&](Tape<D>& t) { return probe(t, rope(t, t.param(x), spec, positions)); });
         }
     }
 }
@@ -172,8 +165,8 @@ TEST(Gradcheck, AttentionWithPrefixGroupedHeadsAndPadding) {
         v("v", random_matrix(12, 6, 26)), pk("prefix_k", random_matrix(2, 6, 27)),
         pv("prefix_v", random_matrix(2, 6, 28));
     expect_gradients_match({&q, &k, &v, &pk, &pv}, [&](Tape<D>& t) {
-        return probe(t, attention(t, t.param(q), t.param(k), t.param(v), spec, lengths,
-                                  t.param(pk), t.param(pv)));
+        return probe(t, attention(t, t.param(q), t.param(k), t.param(v), spec, lengths, t.param(pk),
+                                  t.param(pv)));
     });
 }
 
@@ -192,9 +185,8 @@ TEST(Gradcheck, AttentionPrefixOnlyTrainable) {
 TEST(Gradcheck, CrossEntropyWithIgnoredPositions) {
     Param<D> logits("logits", random_matrix(5, 7, 34, 2.0));
     const std::vector<std::int32_t> targets = {1, -100, 6, 0, -1};
-    expect_gradients_match({&logits}, [&](Tape<D>& t) {
-        return cross_entropy(t, t.param(logits), targets);
-    });
+    expect_gradients_match({&logits},
+                           [&](Tape<D>& t) { return cross_entropy(t, t.param(logits), targets); });
 }
 
 TEST(Gradcheck, MeanAndSum) {
@@ -219,8 +211,8 @@ TEST(Gradcheck, SmallTransformerBlockEndToEnd) {
     const std::vector<std::int32_t> ids = {1, 2, 3, 4, 0, 0};
     const std::vector<std::int32_t> lengths = {3, 2};
     const std::vector<std::int32_t> targets = {2, 3, 4, 0, -100, -100};
-    const RopeSpec rope_spec{.head_dim = hd, .rotary_dim = 0, .theta = 10000.0,
-                             .layout = RopeLayout::kHalfSplit};
+    const RopeSpec rope_spec{
+        .head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kHalfSplit};
     auto block = [&](Tape<D>& t, const Var<D>& x, std::span<const std::int32_t> pos,
                      const AttentionSpec& spec, std::span<const std::int32_t> lens,
                      const Var<D>& pk, const Var<D>& pv, Var<D>* k_out, Var<D>* v_out) {
@@ -246,10 +238,10 @@ TEST(Gradcheck, SmallTransformerBlockEndToEnd) {
               {}, {}, &pk, &pv);
         Var<D> x = gather_rows(t, frozen(emb), ids);
         const auto pos = batch_positions(B, S, std::int32_t(P));
-        Var<D> y = block(
-            t, x, pos,
-            {.batch = B, .seq = S, .n_heads = heads, .n_kv_heads = kv_heads, .head_dim = hd},
-            lengths, pk, pv, nullptr, nullptr);
+        Var<D> y =
+            block(t, x, pos,
+                  {.batch = B, .seq = S, .n_heads = heads, .n_kv_heads = kv_heads, .head_dim = hd},
+                  lengths, pk, pv, nullptr, nullptr);
         return cross_entropy(t, matmul_wt(t, y, frozen(emb)), targets);
     });
 }
@@ -311,19 +303,22 @@ TEST(Forward, RopeLayoutsAreColumnPermutationsOfEachOther) {
             x_interleaved.col(h * hd + 2 * i + 1) = x.col(h * hd + i + hd / 2);
         }
     const std::vector<std::int32_t> pos = {0, 7, 31};
-    const Mat<D> half = rope(t, t.constant(x), {.head_dim = hd, .rotary_dim = 0, .theta = 10000.0,
-                                                .layout = RopeLayout::kHalfSplit},
-                             pos)
-                            .value();
-    const Mat<D> inter =
-        rope(t, t.constant(x_interleaved),
-             {.head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kInterleaved},
+    const Mat<D> half =
+        rope(t, t.constant(x),
+             {.head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kHalfSplit},
              pos)
+            .value();
+    const Mat<D> inter =
+        rope(
+            t, t.constant(x_interleaved),
+            {.head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kInterleaved},
+            pos)
             .value();
     for (Index h = 0; h < heads; ++h)
         for (Index i = 0; i < hd / 2; ++i) {
             EXPECT_LT((half.col(h * hd + i) - inter.col(h * hd + 2 * i)).norm(), 1e-12);
-            EXPECT_LT((half.col(h * hd + i + hd / 2) - inter.col(h * hd + 2 * i + 1)).norm(), 1e-12);
+            EXPECT_LT((half.col(h * hd + i + hd / 2) - inter.col(h * hd + 2 * i + 1)).norm(),
+                      1e-12);
         }
     // Position 0 is the identity; norms are preserved everywhere.
     EXPECT_LT((half.row(0) - x.row(0)).norm(), 1e-15);
@@ -388,7 +383,10 @@ TEST(Forward, FloatAgreesWithDouble) {
         auto q = slice_cols(tape, qkv, 0, 8);
         auto k = slice_cols(tape, qkv, 0, 4);
         auto y = attention(tape, q, k, k, spec);
-        return layer_norm(tape, gelu(tape, y), frozen(g), frozen(Mat<std::decay_t<decltype(x(0, 0))>>::Zero(1, 8).eval()), decltype(x(0, 0))(1e-5)).value();
+        return layer_norm(tape, gelu(tape, y), frozen(g),
+                          frozen(Mat<std::decay_t<decltype(x(0, 0))>>::Zero(1, 8).eval()),
+                          decltype(x(0, 0))(1e-5))
+            .value();
     };
     Tape<D> td;
     Tape<float> tf;

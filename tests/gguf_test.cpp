@@ -60,8 +60,8 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 struct TempFile {
     fs::path path;
     explicit TempFile(const std::string& contents, const std::string& name = "gguf_test.gguf") {
-        path = fs::temp_directory_path() /
-               ("softprompt_" + std::to_string(::getpid()) + "_" + name);
+        path =
+            fs::temp_directory_path() / ("softprompt_" + std::to_string(::getpid()) + "_" + name);
         std::ofstream(path, std::ios::binary) << contents;
     }
     ~TempFile() {
@@ -79,7 +79,8 @@ void expect_format_error(const std::function<void()>& f, const std::vector<std::
         ADD_FAILURE() << "no FormatError; expected one containing '" << needles.front() << "'";
     } catch (const FormatError& e) {
         const std::string msg = e.what();
-        for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+        for (const auto& n : needles)
+            EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
     }
 }
 
@@ -154,7 +155,7 @@ struct TensorSpec {
     std::string name;
     std::vector<std::uint64_t> ne;  // ggml order
     std::uint32_t type = 0;
-    std::string data;  // raw bytes
+    std::string data;                                    // raw bytes
     std::optional<std::uint64_t> offset = std::nullopt;  // default: packed, aligned
 };
 
@@ -208,7 +209,8 @@ struct Builder {
         for (std::size_t i = 0; i < tensors.size(); ++i) {
             if (!writable(offsets[i])) continue;
             const std::size_t pos = data_start + offsets[i];
-            if (out.size() < pos + tensors[i].data.size()) out.resize(pos + tensors[i].data.size(), '\0');
+            if (out.size() < pos + tensors[i].data.size())
+                out.resize(pos + tensors[i].data.size(), '\0');
             std::memcpy(out.data() + pos, tensors[i].data.data(), tensors[i].data.size());
         }
         out.resize(align(out.size()), '\0');
@@ -249,7 +251,8 @@ std::vector<float> q8_0_values(const std::string& bytes) {
         std::uint16_t h;
         std::memcpy(&h, bytes.data() + b, 2);
         const float d = io::half_bits_to_float(h);
-        for (std::size_t j = 0; j < 32; ++j) out.push_back(d * float(std::int8_t(bytes[b + 2 + j])));
+        for (std::size_t j = 0; j < 32; ++j)
+            out.push_back(d * float(std::int8_t(bytes[b + 2 + j])));
     }
     return out;
 }
@@ -287,8 +290,9 @@ Builder all_types_builder() {
         .add("a.i64", V::array(11, {V::i64(-(1ll << 40))}))
         .add("a.f64", V::array(12, {V::f64(0.1), V::f64(2.5)}))
         .add("a.empty", V::array(4, {}))
-        .add("a.nested", V::array(9, {V::array(5, {V::i32(1), V::i32(2)}), V::array(8, {V::str("deep")}),
-                                     V::array(9, {V::array(0, {V::u8(9)})})}));
+        .add("a.nested",
+             V::array(9, {V::array(5, {V::i32(1), V::i32(2)}), V::array(8, {V::str("deep")}),
+                          V::array(9, {V::array(0, {V::u8(9)})})}));
     return b;
 }
 
@@ -385,19 +389,25 @@ TEST(GgufMetadata, TypedAccessorsNameKeyExpectedAndFoundTypes) {
     expect_format_error([&] { (void)f.at("t.u64").as_int<std::int64_t>(); },
                         {"found uint64 18446744073709551615"});
     expect_format_error([&] { (void)f.at("t.f32").as_bool(); }, {"expected bool, found float32"});
-    expect_format_error([&] { (void)f.at("t.bool.true").as_number(); }, {"expected a number, found bool"});
-    expect_format_error([&] { (void)f.at("t.i32").as_float(); }, {"expected float32 or float64, found int32"});
-    expect_format_error([&] { (void)f.at("t.i32").as_strings(); }, {"expected an array, found int32"});
+    expect_format_error([&] { (void)f.at("t.bool.true").as_number(); },
+                        {"expected a number, found bool"});
+    expect_format_error([&] { (void)f.at("t.i32").as_float(); },
+                        {"expected float32 or float64, found int32"});
+    expect_format_error([&] { (void)f.at("t.i32").as_strings(); },
+                        {"expected an array, found int32"});
     expect_format_error([&] { (void)f.at("a.i32").as_strings(); },
                         {"metadata 'a.i32': expected array of string, found array of int32"});
     expect_format_error([&] { (void)f.at("a.str").as_floats(); },
                         {"expected array of float32 or float64, found array of string"});
-    expect_format_error([&] { (void)f.at("a.f32").as_ints<int>(); }, {"expected array of integers, found array of float32"});
-    expect_format_error([&] { (void)f.at("a.u16").as_ints<std::int8_t>(); },
-                        {"metadata 'a.u16': expected an integer in [-128, 127], found array of uint16 with "
-                         "element [1] = 65535"});
-    expect_format_error([&] { (void)f.at("a.nested").as_arrays()[1].as_ints<int>(); },
-                        {"metadata 'a.nested[1]': expected array of integers, found array of string"});
+    expect_format_error([&] { (void)f.at("a.f32").as_ints<int>(); },
+                        {"expected array of integers, found array of float32"});
+    expect_format_error(
+        [&] { (void)f.at("a.u16").as_ints<std::int8_t>(); },
+        {"metadata 'a.u16': expected an integer in [-128, 127], found array of uint16 with "
+         "element [1] = 65535"});
+    expect_format_error(
+        [&] { (void)f.at("a.nested").as_arrays()[1].as_ints<int>(); },
+        {"metadata 'a.nested[1]': expected array of integers, found array of string"});
 }
 
 TEST(GgufMetadata, VersionTwoAndCustomAlignment) {
@@ -423,13 +433,22 @@ TEST(GgufMetadata, VersionTwoAndCustomAlignment) {
 TEST(GgufTensors, F32F16Bf16AndQ8_0ValuesAreDecoded) {
     // F16 patterns with known values: 1, -2, 65504 (largest), 2^-24 (smallest subnormal), 2^-14
     // (smallest normal), -0, +inf, 0.333251953125 (0x3555).
-    const std::vector<std::uint16_t> f16 = {0x3C00, 0xC000, 0x7BFF, 0x0001, 0x0400, 0x8000, 0x7C00, 0x3555};
-    const std::vector<float> f16_values = {1.0f, -2.0f, 65504.0f, std::ldexp(1.0f, -24), std::ldexp(1.0f, -14),
-                                           -0.0f, std::numeric_limits<float>::infinity(), 0.333251953125f};
+    const std::vector<std::uint16_t> f16 = {0x3C00, 0xC000, 0x7BFF, 0x0001,
+                                            0x0400, 0x8000, 0x7C00, 0x3555};
+    const std::vector<float> f16_values = {1.0f,
+                                           -2.0f,
+                                           65504.0f,
+                                           std::ldexp(1.0f, -24),
+                                           std::ldexp(1.0f, -14),
+                                           -0.0f,
+                                           std::numeric_limits<float>::infinity(),
+                                           0.333251953125f};
     // BF16: the top half of a float32.
     const std::vector<std::uint16_t> bf16 = {0x3F80, 0xC0A0, 0x3E20, 0xFF80};
-    const std::vector<float> bf16_values = {1.0f, -5.0f, 0.15625f, -std::numeric_limits<float>::infinity()};
-    // Q8_0, 2 blocks: d = 0.5 (0x3800) with q = j - 16; d = -0.25 (0xB400) with q = -128, 127, 0, ...
+    const std::vector<float> bf16_values = {1.0f, -5.0f, 0.15625f,
+                                            -std::numeric_limits<float>::infinity()};
+    // Q8_0, 2 blocks: d = 0.5 (0x3800) with q = j - 16; d = -0.25 (0xB400) with q = -128, 127, 0,
+    // ...
     std::string q8;
     std::vector<float> q8_values;
     put<std::uint16_t>(q8, 0x3800);
@@ -489,10 +508,12 @@ TEST(GgufTensors, F32F16Bf16AndQ8_0ValuesAreDecoded) {
     // Known but unsupported types: the sizes are checked, reading names the tensor and the type.
     EXPECT_EQ(f.tensor("q4").n_bytes, 18u);
     EXPECT_EQ(f.tensor("q4k").n_bytes, 144u);
-    expect_format_error([&] { (void)f.read_tensor<float>("q4"); },
-                        {tmp.path.string() + " at byte " + std::to_string(f.tensor("q4").info_offset),
-                         "tensor 'q4' has ggml type Q4_0, which this reader cannot convert"});
-    expect_format_error([&] { (void)f.read_tensor<float>("q4k"); }, {"tensor 'q4k' has ggml type Q4_K"});
+    expect_format_error(
+        [&] { (void)f.read_tensor<float>("q4"); },
+        {tmp.path.string() + " at byte " + std::to_string(f.tensor("q4").info_offset),
+         "tensor 'q4' has ggml type Q4_0, which this reader cannot convert"});
+    expect_format_error([&] { (void)f.read_tensor<float>("q4k"); },
+                        {"tensor 'q4k' has ggml type Q4_K"});
     expect_format_error([&] { (void)f.read_tensor<float>("nope"); }, {"missing tensor 'nope'"});
 }
 
@@ -517,14 +538,17 @@ TEST(GgufCorrupt, BadMagicAndVersions) {
     expect_parse_error("GGU", {"bad.gguf at byte 0", "found 47 47 55"});
     std::string magic = good;
     magic[3] = 'G';
-    expect_parse_error(magic, {"bad.gguf at byte 0", "expected the magic \"GGUF\"", "found 47 47 55 47"});
+    expect_parse_error(magic,
+                       {"bad.gguf at byte 0", "expected the magic \"GGUF\"", "found 47 47 55 47"});
     auto with_version = [&](std::uint32_t v) {
         std::string s = good;
         std::memcpy(s.data() + 4, &v, 4);
         return s;
     };
-    expect_parse_error(with_version(1), {"bad.gguf at byte 4", "unsupported GGUF version 1", "32-bit counts"});
-    expect_parse_error(with_version(4), {"bad.gguf at byte 4", "unsupported GGUF version 4", "versions 2 and 3"});
+    expect_parse_error(with_version(1),
+                       {"bad.gguf at byte 4", "unsupported GGUF version 1", "32-bit counts"});
+    expect_parse_error(with_version(4),
+                       {"bad.gguf at byte 4", "unsupported GGUF version 4", "versions 2 and 3"});
     expect_parse_error(with_version(0x03000000), {"big-endian GGUF"});
     expect_parse_error(good.substr(0, 6), {"bad.gguf at byte 4", "truncated"});
 }
@@ -538,17 +562,21 @@ TEST(GgufCorrupt, HugeCountsAndLengthsFailBeforeAllocating) {
     expect_parse_error(b.build(), {"tensor count 18446744073709551615 cannot fit"});
     b.tensor_count.reset();
     b.kv_count = 1ull << 61;
-    expect_parse_error(b.build(), {"bad.gguf at byte 16", "metadata count 2305843009213693952 cannot fit"});
+    expect_parse_error(b.build(),
+                       {"bad.gguf at byte 16", "metadata count 2305843009213693952 cannot fit"});
 
     // A key length far beyond the file.
     std::string key = Builder().add("key", V::u8(1)).build();
     const std::uint64_t huge = 1ull << 62;
     std::memcpy(key.data() + 24, &huge, 8);
-    expect_parse_error(key, {"bad.gguf at byte 24", "key of metadata pair 0: string length 4611686018427387904 runs past the end"});
+    expect_parse_error(
+        key, {"bad.gguf at byte 24",
+              "key of metadata pair 0: string length 4611686018427387904 runs past the end"});
     // A string value length beyond the file.
     V s = V::str("abc");
     std::memcpy(s.bytes.data(), &huge, 8);
-    expect_parse_error(Builder().add("s", s).build(), {"metadata 's': string length 4611686018427387904"});
+    expect_parse_error(Builder().add("s", s).build(),
+                       {"metadata 's': string length 4611686018427387904"});
     // Arrays whose counts cannot fit: scalars, strings, nested arrays.
     for (std::uint32_t elem : {0u, 6u, 8u, 9u, 12u}) {
         V a = V::array(elem, {});
@@ -561,23 +589,28 @@ TEST(GgufCorrupt, HugeCountsAndLengthsFailBeforeAllocating) {
     V strs = V::strings({"a", "b"});
     const std::uint64_t three = 3;
     std::memcpy(strs.bytes.data() + 4, &three, 8);
-    expect_parse_error(Builder().add("strs", strs).build(),
-                       {"metadata 'strs': array of 3 string values cannot fit in the 18 bytes left"});
+    expect_parse_error(
+        Builder().add("strs", strs).build(),
+        {"metadata 'strs': array of 3 string values cannot fit in the 18 bytes left"});
     // A string count that fits, with the last string cut short.
     V cut = V::strings({"a", "bcdefghijklmnop"});
     cut.bytes.resize(cut.bytes.size() - 10);
-    expect_parse_error(Builder().add("cut", cut).build(), {"metadata 'cut' item 1: string length 15 runs past the end"});
+    expect_parse_error(Builder().add("cut", cut).build(),
+                       {"metadata 'cut' item 1: string length 15 runs past the end"});
 }
 
 TEST(GgufCorrupt, BadValuesAndDuplicates) {
-    expect_parse_error(Builder().add("k", V{13, "x"}).build(), {"metadata 'k': unknown value type 13"});
+    expect_parse_error(Builder().add("k", V{13, "x"}).build(),
+                       {"metadata 'k': unknown value type 13"});
     V bad_elem = V::array(0, {});
     const std::uint32_t thirteen = 13;
     std::memcpy(bad_elem.bytes.data(), &thirteen, 4);
-    expect_parse_error(Builder().add("k", bad_elem).build(), {"metadata 'k': unknown array element type 13"});
+    expect_parse_error(Builder().add("k", bad_elem).build(),
+                       {"metadata 'k': unknown array element type 13"});
     expect_parse_error(Builder().add("k", V::scalar(7, std::uint8_t(2))).build(),
                        {"metadata 'k': bool byte is 2; expected 0 or 1"});
-    expect_parse_error(Builder().add("k", V::u8(1)).add("k", V::u8(2)).build(), {"duplicate metadata key 'k'"});
+    expect_parse_error(Builder().add("k", V::u8(1)).add("k", V::u8(2)).build(),
+                       {"duplicate metadata key 'k'"});
     // Nested arrays: 8 levels parse, 9 do not.
     auto nest = [](int depth) {
         V v = V::array(0, {V::u8(1)});
@@ -589,7 +622,8 @@ TEST(GgufCorrupt, BadValuesAndDuplicates) {
     // Alignment: must be an integer power of two.
     expect_parse_error(Builder().add("general.alignment", V::u32(0)).build(),
                        {"'general.alignment' is 0; it must be a power of two"});
-    expect_parse_error(Builder().add("general.alignment", V::u32(48)).build(), {"is 48; it must be a power of two"});
+    expect_parse_error(Builder().add("general.alignment", V::u32(48)).build(),
+                       {"is 48; it must be a power of two"});
     expect_parse_error(Builder().add("general.alignment", V::str("32")).build(),
                        {"metadata 'general.alignment': expected an integer, found string"});
 }
@@ -597,29 +631,39 @@ TEST(GgufCorrupt, BadValuesAndDuplicates) {
 TEST(GgufCorrupt, BadTensorRecords) {
     const std::string w = f32_bytes({1, 2, 3, 4, 5, 6, 7, 8});
     auto with = [&](TensorSpec t) { return Builder().tensor(std::move(t)).build(); };
-    expect_parse_error(with({.name = "w", .ne = {}, .type = 0, .data = w}), {"tensor 'w': 0 dimensions; expected 1 to 4"});
+    expect_parse_error(with({.name = "w", .ne = {}, .type = 0, .data = w}),
+                       {"tensor 'w': 0 dimensions; expected 1 to 4"});
     expect_parse_error(with({.name = "w", .ne = {2, 2, 2, 1, 1}, .type = 0, .data = w}),
                        {"tensor 'w': 5 dimensions; expected 1 to 4"});
     expect_parse_error(with({.name = "w", .ne = {1ull << 32, 1ull << 32}, .type = 0, .data = w}),
                        {"tensor 'w': the element count of ne [4294967296, 4294967296] overflows"});
-    expect_parse_error(with({.name = "w", .ne = {1ull << 63}, .type = 0, .data = w}), {"overflows 63 bits"});
+    expect_parse_error(with({.name = "w", .ne = {1ull << 63}, .type = 0, .data = w}),
+                       {"overflows 63 bits"});
     expect_parse_error(with({.name = "w", .ne = {1ull << 62}, .type = 0, .data = w}),
                        {"tensor 'w': its byte size overflows 64 bits"});
-    expect_parse_error(with({.name = "w", .ne = {8}, .type = 99, .data = w}), {"tensor 'w': unknown ggml type 99"});
-    expect_parse_error(with({.name = "w", .ne = {8}, .type = 4, .data = w}), {"unknown ggml type 4"});
+    expect_parse_error(with({.name = "w", .ne = {8}, .type = 99, .data = w}),
+                       {"tensor 'w': unknown ggml type 99"});
+    expect_parse_error(with({.name = "w", .ne = {8}, .type = 4, .data = w}),
+                       {"unknown ggml type 4"});
     expect_parse_error(with({.name = "w", .ne = {40}, .type = 8, .data = std::string(68, '\0')}),
                        {"tensor 'w': ne[0] = 40 is not a multiple of the Q8_0 block size 32"});
     expect_parse_error(with({.name = "w", .ne = {8}, .type = 0, .data = w, .offset = 4}),
                        {"tensor 'w': data offset 4 is not a multiple of the alignment 32"});
     // Out of range: past the end, and an offset so large that offset + size wraps around.
     std::string past = with({.name = "w", .ne = {8}, .type = 0, .data = w});
-    expect_parse_error(past.substr(0, past.size() - 1), {"tensor 'w': data of 32 bytes at data offset 0", "runs past the end"});
+    expect_parse_error(past.substr(0, past.size() - 1),
+                       {"tensor 'w': data of 32 bytes at data offset 0", "runs past the end"});
     expect_parse_error(with({.name = "w", .ne = {8}, .type = 0, .data = w, .offset = 1ull << 40}),
                        {"at data offset 1099511627776", "runs past the end of the file"});
-    expect_parse_error(with({.name = "w", .ne = {8}, .type = 0, .data = w, .offset = std::numeric_limits<std::uint64_t>::max() - 31}),
+    expect_parse_error(with({.name = "w",
+                             .ne = {8},
+                             .type = 0,
+                             .data = w,
+                             .offset = std::numeric_limits<std::uint64_t>::max() - 31}),
                        {"runs past the end of the file"});
     Builder dup;
-    dup.tensor({.name = "w", .ne = {8}, .type = 0, .data = w}).tensor({.name = "w", .ne = {8}, .type = 0, .data = w});
+    dup.tensor({.name = "w", .ne = {8}, .type = 0, .data = w})
+        .tensor({.name = "w", .ne = {8}, .type = 0, .data = w});
     expect_parse_error(dup.build(), {"duplicate tensor 'w'"});
     // Alignment 1 (allowed): data may sit at any byte; F32 is then copied, not viewed.
     Builder one;
@@ -644,7 +688,8 @@ TEST(GgufCorrupt, EveryTruncationOfASmallFileIsAFormatError) {
             (void)GgufFile::from_bytes(as_bytes(good).subspan(0, n), "cut.gguf");
             ADD_FAILURE() << "truncated at " << n << " parsed";
         } catch (const FormatError& e) {
-            EXPECT_NE(std::string(e.what()).find("cut.gguf at byte"), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find("cut.gguf at byte"), std::string::npos)
+                << e.what();
         }
     }
 }
@@ -763,8 +808,10 @@ void expect_weight(const Weight<T>& w, const std::vector<float>& values, Index r
 }
 
 template <class T>
-void check_tiny_weights(const nn::Model<nn::Llama, T>& m, const std::map<std::string, std::vector<float>>& e) {
-    constexpr Index d = TinyLlama::d, h = TinyLlama::h, V = TinyLlama::V, kv = TinyLlama::Hkv * TinyLlama::hd;
+void check_tiny_weights(const nn::Model<nn::Llama, T>& m,
+                        const std::map<std::string, std::vector<float>>& e) {
+    constexpr Index d = TinyLlama::d, h = TinyLlama::h, V = TinyLlama::V,
+                    kv = TinyLlama::Hkv * TinyLlama::hd;
     expect_weight(m.weights.embed, e.at("token_embd.weight"), V, d, "embed");
     for (Index i = 0; i < Index(TinyLlama::L); ++i) {
         const std::string b = "blk." + std::to_string(i) + ".";
@@ -786,7 +833,8 @@ void check_tiny_weights(const nn::Model<nn::Llama, T>& m, const std::map<std::st
 template <class T>
 Mat<T> logits_of(const nn::Model<nn::Llama, T>& m, const Ids& ids) {
     autograd::Tape<T> tape;
-    nn::TokenBatch batch{.batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
+    nn::TokenBatch batch{
+        .batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
     return nn::forward(tape, m, batch, {}, nn::LogitsRequest::kRealPositions).logits.value();
 }
 
@@ -823,8 +871,9 @@ TEST(GgufLlama, TinyModelInF32F16AndQ8_0) {
             // Q8_0 by ~1e-2.
             const double scale = double(reference.cwiseAbs().maxCoeff());
             const double moved = double((logits - reference).cwiseAbs().maxCoeff()) / scale;
-            std::cout << "[ tiny llama ] " << io::ggml_type_name(type) << ": max |logit diff| / max |logit| = " << moved
-                      << " (max |logit| " << scale << ")\n";
+            std::cout << "[ tiny llama ] " << io::ggml_type_name(type)
+                      << ": max |logit diff| / max |logit| = " << moved << " (max |logit| " << scale
+                      << ")\n";
             EXPECT_LT(moved, type == 1 ? 5e-3 : 5e-2);
         }
         // double: the same values, converted.
@@ -838,9 +887,10 @@ TEST(GgufLlama, TiedHeadAlignmentOneAndCallerOwnedBytes) {
     const TinyLlama tiny;
     std::map<std::string, std::vector<float>> expected;
     const std::string bytes = tiny.file(0, &expected, [](Builder& b) {
-        b.tensors.erase(std::remove_if(b.tensors.begin(), b.tensors.end(),
-                                       [](const TensorSpec& t) { return t.name == "output.weight"; }),
-                        b.tensors.end());
+        b.tensors.erase(
+            std::remove_if(b.tensors.begin(), b.tensors.end(),
+                           [](const TensorSpec& t) { return t.name == "output.weight"; }),
+            b.tensors.end());
         b.alignment = 1;
         b.add("general.alignment", V::u32(1)).add("odd", V::str("xyz"));
     });
@@ -858,7 +908,9 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
     const TinyLlama tiny;
     auto load = [&](const std::function<void(Builder&)>& edit) {
         const std::string bytes = tiny.file(0, nullptr, edit);
-        return [bytes] { (void)io::load_gguf_llama<float>(GgufFile::from_bytes(as_bytes(bytes), "m.gguf")); };
+        return [bytes] {
+            (void)io::load_gguf_llama<float>(GgufFile::from_bytes(as_bytes(bytes), "m.gguf"));
+        };
     };
     auto set = [](const std::string& key, V v) {
         return [key, v](Builder& b) {
@@ -877,50 +929,75 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
                 if (t.name == name) f(t);
         };
     };
-    expect_format_error(load(set("general.architecture", V::str("gpt2"))),
-                        {"m.gguf at byte", "general.architecture is 'gpt2'; load_gguf_llama reads 'llama' models"});
-    expect_format_error(load(drop_key("llama.block_count")), {"missing metadata key 'llama.block_count'"});
+    expect_format_error(
+        load(set("general.architecture", V::str("gpt2"))),
+        {"m.gguf at byte", "general.architecture is 'gpt2'; load_gguf_llama reads 'llama' models"});
+    expect_format_error(load(drop_key("llama.block_count")),
+                        {"missing metadata key 'llama.block_count'"});
     expect_format_error(load(set("llama.block_count", V::str("2"))),
                         {"metadata 'llama.block_count': expected an integer, found string"});
-    expect_format_error(load(set("llama.block_count", V::i32(-2))), {"'llama.block_count' is -2; expected a positive count"});
-    expect_format_error(load(set("llama.block_count", V::u32(3))), {"missing tensor 'blk.2.attn_norm.weight', expected [1 x 32]"});
+    expect_format_error(load(set("llama.block_count", V::i32(-2))),
+                        {"'llama.block_count' is -2; expected a positive count"});
+    expect_format_error(load(set("llama.block_count", V::u32(3))),
+                        {"missing tensor 'blk.2.attn_norm.weight', expected [1 x 32]"});
     expect_format_error(load(set("llama.block_count", V::u32(1))), {"unexpected tensor 'blk.1."});
     expect_format_error(load(set("llama.attention.head_count", V::u32(5))), {"inconsistent heads"});
-    expect_format_error(load(set("llama.rope.dimension_count", V::u32(4))), {"partial rotary embeddings are not supported"});
+    expect_format_error(load(set("llama.rope.dimension_count", V::u32(4))),
+                        {"partial rotary embeddings are not supported"});
     expect_format_error(load([](Builder& b) {
-                            b.add("llama.rope.scaling.type", V::str("linear")).add("llama.rope.scaling.factor", V::f32(4));
+                            b.add("llama.rope.scaling.type", V::str("linear"))
+                                .add("llama.rope.scaling.factor", V::f32(4));
                         }),
                         {"'llama.rope.scaling.factor' is 4: RoPE scaling is not supported"});
     EXPECT_NO_THROW(load([](Builder& b) {
-        b.add("llama.rope.scaling.type", V::str("none")).add("llama.rope.scaling.factor", V::f32(4));
+        b.add("llama.rope.scaling.type", V::str("none"))
+            .add("llama.rope.scaling.factor", V::f32(4));
     })());
     expect_format_error(load([](Builder& b) { b.add("llama.rope.scaling.type", V::str("yarn")); }),
                         {"'llama.rope.scaling.type' is 'yarn'"});
-    expect_format_error(load([](Builder& b) { b.add("llama.expert_count", V::u32(8)); }), {"mixture-of-experts"});
+    expect_format_error(load([](Builder& b) { b.add("llama.expert_count", V::u32(8)); }),
+                        {"mixture-of-experts"});
     expect_format_error(load([](Builder& b) { b.add("llama.vocab_size", V::u32(41)); }),
                         {"'llama.vocab_size' is 41 but token_embd.weight has 40 rows"});
     expect_format_error(load([](Builder& b) {
-                            b.tensor({.name = "rope_freqs.weight", .ne = {4}, .type = 0, .data = f32_bytes({1, 1, 1, 1})});
+                            b.tensor({.name = "rope_freqs.weight",
+                                      .ne = {4},
+                                      .type = 0,
+                                      .data = f32_bytes({1, 1, 1, 1})});
                         }),
                         {"tensor 'rope_freqs.weight'", "not supported"});
-    expect_format_error(load([](Builder& b) {
-                            b.tensor({.name = "extra.weight", .ne = {2}, .type = 0, .data = f32_bytes({1, 1})});
-                        }),
-                        {"unexpected tensor 'extra.weight' [2] (ggml ne [2])"});
+    expect_format_error(
+        load([](Builder& b) {
+            b.tensor({.name = "extra.weight", .ne = {2}, .type = 0, .data = f32_bytes({1, 1})});
+        }),
+        {"unexpected tensor 'extra.weight' [2] (ggml ne [2])"});
     // Shapes: both, row-major and in ggml order. attn_k stored transposed: ne [16, 32] = [32 x 16].
-    expect_format_error(load(edit_tensor("blk.0.attn_k.weight", [](TensorSpec& t) { t.ne = {16, 32}; })),
-                        {"tensor 'blk.0.attn_k.weight': expected [16 x 32] (ggml ne [32, 16]), found [32 x 16] (ggml ne [16, 32])"});
-    expect_format_error(load(edit_tensor("blk.1.ffn_norm.weight", [](TensorSpec& t) { t.ne = {16, 2}; })),
-                        {"tensor 'blk.1.ffn_norm.weight': expected [1 x 32] (ggml ne [32]), found [2 x 16]"});
-    // Trailing ggml dims of 1 are the same shape.
-    EXPECT_NO_THROW(load(edit_tensor("blk.1.ffn_norm.weight", [](TensorSpec& t) { t.ne = {32, 1, 1}; }))());
-    expect_format_error(load(edit_tensor("blk.0.ffn_up.weight",
+    expect_format_error(load(edit_tensor("blk.0.attn_k.weight",
                                          [](TensorSpec& t) {
-                                             t.type = 2;  // Q4_0: 64 blocks of 18 bytes
-                                             t.data.resize(64 * 18);
+                                             t.ne = {16, 32};
                                          })),
-                        {"tensor 'blk.0.ffn_up.weight' has ggml type Q4_0, which this reader cannot convert"});
-    EXPECT_THROW((void)io::load_gguf_llama<float>((fs::temp_directory_path() / "no_such_model.gguf").string()), IoError);
+                        {"tensor 'blk.0.attn_k.weight': expected [16 x 32] (ggml ne [32, 16]), "
+                         "found [32 x 16] (ggml ne [16, 32])"});
+    expect_format_error(
+        load(edit_tensor("blk.1.ffn_norm.weight",
+                         [](TensorSpec& t) {
+                             t.ne = {16, 2};
+                         })),
+        {"tensor 'blk.1.ffn_norm.weight': expected [1 x 32] (ggml ne [32]), found [2 x 16]"});
+    // Trailing ggml dims of 1 are the same shape.
+    EXPECT_NO_THROW(load(edit_tensor("blk.1.ffn_norm.weight", [](TensorSpec& t) {
+        t.ne = {32, 1, 1};
+    }))());
+    expect_format_error(
+        load(edit_tensor("blk.0.ffn_up.weight",
+                         [](TensorSpec& t) {
+                             t.type = 2;  // Q4_0: 64 blocks of 18 bytes
+                             t.data.resize(64 * 18);
+                         })),
+        {"tensor 'blk.0.ffn_up.weight' has ggml type Q4_0, which this reader cannot convert"});
+    EXPECT_THROW((void)io::load_gguf_llama<float>(
+                     (fs::temp_directory_path() / "no_such_model.gguf").string()),
+                 IoError);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -978,7 +1055,8 @@ TEST(GgufStories260K, MetadataAndTensors) {
 TEST(GgufStories260K, LogitsEqualLlama2cGoldenAndTheLlama2cFormatModel) {
     SOFTPROMPT_REQUIRE_ASSET(stories_gguf());
     const fs::path bin = assets_dir() / "models" / "stories260K.bin";
-    const fs::path golden_path = assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
+    const fs::path golden_path =
+        assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
     SOFTPROMPT_REQUIRE_ASSET(bin);
     SOFTPROMPT_REQUIRE_ASSET(golden_path);
     const auto model = io::load_gguf_llama<float>(stories_gguf().string());
@@ -990,7 +1068,7 @@ TEST(GgufStories260K, LogitsEqualLlama2cGoldenAndTheLlama2cFormatModel) {
     EXPECT_EQ(c.n_kv_heads, 4);
     EXPECT_EQ(c.vocab_size, 512);
     EXPECT_EQ(c.max_seq_len, 128);  // the converter's constant, kept as stated
-    EXPECT_FALSE(c.tied_head);       // `output` is an untied copy
+    EXPECT_FALSE(c.tied_head);      // `output` is an untied copy
     EXPECT_EQ(c.rope_theta, 10000.0);
     EXPECT_EQ(c.rope_layout, kernels::RopeLayout::kInterleaved);
 
@@ -1037,7 +1115,8 @@ TEST(GgufStories260K, LogitsEqualLlama2cGoldenAndTheLlama2cFormatModel) {
     EXPECT_TRUE(logits_of(model, long_ids).allFinite());
     // In double too.
     const auto md = io::load_gguf_llama<double>(stories_gguf().string());
-    EXPECT_LE(double((logits_of(md, g.tokens).cast<float>() - g.logits).cwiseAbs().maxCoeff()), 1e-4);
+    EXPECT_LE(double((logits_of(md, g.tokens).cast<float>() - g.logits).cwiseAbs().maxCoeff()),
+              1e-4);
 }
 
 // Truncations and bit flips of the real file: each loads (model and tokenizer) or throws
@@ -1077,7 +1156,8 @@ TEST(GgufStories260K, TruncatedAnywhereIsAFormatError) {
             (void)GgufFile::from_bytes(as_bytes(bytes).subspan(0, n), "cut.gguf");
             ADD_FAILURE() << "truncated at " << n << " parsed";
         } catch (const FormatError& e) {
-            ASSERT_NE(std::string(e.what()).find("cut.gguf at byte"), std::string::npos) << e.what();
+            ASSERT_NE(std::string(e.what()).find("cut.gguf at byte"), std::string::npos)
+                << e.what();
         }
     }
     std::cout << "[ stories260K.gguf ] " << cuts.size() << " truncations, all FormatError\n";
@@ -1101,7 +1181,8 @@ TEST(GgufStories260K, BitFlipsInTheHeaderLoadOrAreFormatErrors) {
     };
     for (std::size_t at = 0; at < 24; ++at)
         for (int bit = 0; bit < 8; ++bit) flip(at, bit);
-    for (std::size_t at = 24; at < 14152; at += (at < 512 || at >= records) ? 1 : 4) flip(at, int(rng() % 8));
+    for (std::size_t at = 24; at < 14152; at += (at < 512 || at >= records) ? 1 : 4)
+        flip(at, int(rng() % 8));
     std::cout << "[ stories260K.gguf ] " << loaded + rejected << " bit flips: " << loaded
               << " still load, " << rejected << " FormatError\n";
     EXPECT_GT(rejected, 100u);
@@ -1153,13 +1234,15 @@ TEST(GgufTokenizer, Stories260KEqualsTok512OnRealText) {
     }
 
     std::vector<std::string> corpus = odd_strings();
-    if (const fs::path moby = assets_dir() / "data" / "moby-dick" / "moby_dick.txt"; fs::exists(moby)) {
+    if (const fs::path moby = assets_dir() / "data" / "moby-dick" / "moby_dick.txt";
+        fs::exists(moby)) {
         std::istringstream in(read_file(moby));
         std::string line;
         for (int i = 0; std::getline(in, line); ++i)
             if (i % 50 == 0) corpus.push_back(line);  // ~430 lines from all over the book
         const std::string all = read_file(moby);
-        for (std::size_t at = 5000; at + 2000 < all.size(); at += all.size() / 10) corpus.push_back(all.substr(at, 2000));
+        for (std::size_t at = 5000; at + 2000 < all.size(); at += all.size() / 10)
+            corpus.push_back(all.substr(at, 2000));
     }
     ASSERT_GT(corpus.size(), 300u);
     std::size_t tokens = 0;
@@ -1211,7 +1294,8 @@ std::vector<Ids> read_vocab_outputs(const fs::path& out) {
 TEST(GgufTokenizer, LlamaSpmMatchesLlamaCppVectors) {
     const fs::path dir = assets_dir() / "tokenizers" / "llama.cpp";
     SOFTPROMPT_REQUIRE_ASSET(dir / "ggml-vocab-llama-spm.gguf");
-    const SpmTokenizer tok = io::load_gguf_spm_tokenizer((dir / "ggml-vocab-llama-spm.gguf").string());
+    const SpmTokenizer tok =
+        io::load_gguf_spm_tokenizer((dir / "ggml-vocab-llama-spm.gguf").string());
     EXPECT_EQ(tok.vocab_size(), 32000);
     EXPECT_EQ(tok.encode("Hello world", false, false), (Ids{15043, 3186}));
     const auto inputs = read_vocab_inputs(dir / "ggml-vocab-llama-spm.gguf.inp");
@@ -1224,8 +1308,8 @@ TEST(GgufTokenizer, LlamaSpmMatchesLlamaCppVectors) {
         if (got == outputs[i]) {
             ++matched;
         } else {
-            ADD_FAILURE() << "vector " << i << " " << ::testing::PrintToString(inputs[i]) << ": got "
-                          << ::testing::PrintToString(got) << ", llama.cpp "
+            ADD_FAILURE() << "vector " << i << " " << ::testing::PrintToString(inputs[i])
+                          << ": got " << ::testing::PrintToString(got) << ", llama.cpp "
                           << ::testing::PrintToString(outputs[i]);
         }
         // SentencePiece decoding drops the dummy prefix after BOS: the text comes back.
@@ -1234,7 +1318,8 @@ TEST(GgufTokenizer, LlamaSpmMatchesLlamaCppVectors) {
         EXPECT_EQ(tok.decode(with_bos), inputs[i]) << i;
     }
     ::testing::Test::RecordProperty("llama_spm_matched", matched);
-    std::cout << "[ llama-spm ] " << matched << "/" << inputs.size() << " llama.cpp vectors match\n";
+    std::cout << "[ llama-spm ] " << matched << "/" << inputs.size()
+              << " llama.cpp vectors match\n";
     EXPECT_EQ(matched, 46);
 }
 
@@ -1270,12 +1355,14 @@ TEST(GgufTokenizer, SentencePieceRulesOnAHandMadeVocabulary) {
         .add("tokenizer.ggml.scores", V::floats(scores))
         .add("tokenizer.ggml.token_type", V::ints(types));
     const std::string bytes = b.build();
-    const SpmTokenizer tok = io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bytes), "hand.gguf"));
+    const SpmTokenizer tok =
+        io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bytes), "hand.gguf"));
     EXPECT_EQ(tok.encode("ab", false, false), (Ids{263}));
     EXPECT_EQ(tok.encode("ab!", false, false), (Ids{263, 264}));
     EXPECT_EQ(tok.encode("xab", false, false), (Ids{259, 3 + 'x', 262}));
-    EXPECT_EQ(tok.encode("éa", false, false), (Ids{259, 266}));          // merges across a missing char
-    EXPECT_EQ(tok.encode("éb", false, false), (Ids{259, 3 + 0xC3, 3 + 0xA9, 261}));  // byte fallback
+    EXPECT_EQ(tok.encode("éa", false, false), (Ids{259, 266}));  // merges across a missing char
+    EXPECT_EQ(tok.encode("éb", false, false),
+              (Ids{259, 3 + 0xC3, 3 + 0xA9, 261}));          // byte fallback
     EXPECT_EQ(tok.decode(Ids{1, 263, 265, 2, 264}), "ab!");  // control pieces decode to nothing
     EXPECT_EQ(tok.decode(Ids{1, 266}), "éa");
 
@@ -1292,32 +1379,43 @@ TEST(GgufTokenizer, SentencePieceRulesOnAHandMadeVocabulary) {
     // Layout and metadata errors.
     Builder bad = b;
     bad.add("tokenizer.ggml.bos_token_id", V::u32(5));
-    expect_format_error([&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad.build()), "bos.gguf")); },
-                        {"bos.gguf at byte", "'tokenizer.ggml.bos_token_id' is 5; SpmTokenizer's layout needs 1"});
+    expect_format_error(
+        [&] {
+            (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad.build()), "bos.gguf"));
+        },
+        {"bos.gguf at byte", "'tokenizer.ggml.bos_token_id' is 5; SpmTokenizer's layout needs 1"});
     Builder short_scores = b;
     short_scores.kv[2].second = V::floats({1, 2});
-    expect_format_error([&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(short_scores.build()))); },
-                        {"'tokenizer.ggml.scores' has 2 items but there are 268 tokens"});
+    expect_format_error(
+        [&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(short_scores.build()))); },
+        {"'tokenizer.ggml.scores' has 2 items but there are 268 tokens"});
     Builder bad_type = b;
     types[262] = 9;
     bad_type.kv[3].second = V::ints(types);
-    expect_format_error([&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad_type.build()))); },
-                        {"token 262 has unknown type 9"});
+    expect_format_error(
+        [&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad_type.build()))); },
+        {"token 262 has unknown type 9"});
     Builder bad_bytes = b;
     tokens[3 + 65] = "<0x42>";
     bad_bytes.kv[1].second = V::strings(tokens);
-    expect_format_error([&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad_bytes.build()), "l.gguf")); },
-                        {"l.gguf at byte", "tokenizer.ggml.tokens:", "token 68 should be the byte token <0x41>"});
+    expect_format_error(
+        [&] {
+            (void)io::gguf_spm_tokenizer(
+                GgufFile::from_bytes(as_bytes(bad_bytes.build()), "l.gguf"));
+        },
+        {"l.gguf at byte", "tokenizer.ggml.tokens:", "token 68 should be the byte token <0x41>"});
     Builder gpt2 = b;
     gpt2.kv[0].second = V::str("gpt2");
-    expect_format_error([&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(gpt2.build()))); },
-                        {"tokenizer.ggml.model is 'gpt2'", "gguf_bpe_vocab"});
+    expect_format_error(
+        [&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(gpt2.build()))); },
+        {"tokenizer.ggml.model is 'gpt2'", "gguf_bpe_vocab"});
 }
 
 TEST(GgufTokenizer, Gpt2VocabularyListsMatchTheOpenAiFiles) {
     const fs::path dir = assets_dir() / "tokenizers";
     SOFTPROMPT_REQUIRE_ASSET(dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf");
-    const io::GgufBpeVocab v = io::gguf_bpe_vocab((dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
+    const io::GgufBpeVocab v =
+        io::gguf_bpe_vocab((dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
     ASSERT_EQ(v.tokens.size(), 50257u);
     ASSERT_EQ(v.merges.size(), 50000u);
     EXPECT_EQ(v.bos, 50256);
@@ -1330,7 +1428,8 @@ TEST(GgufTokenizer, Gpt2VocabularyListsMatchTheOpenAiFiles) {
     if (fs::exists(dir / "gpt2" / "encoder.json") && fs::exists(dir / "gpt2" / "vocab.bpe")) {
         const auto encoder = nlohmann::json::parse(read_file(dir / "gpt2" / "encoder.json"));
         ASSERT_EQ(encoder.size(), 50257u);
-        for (const auto& [token, id] : encoder.items()) ASSERT_EQ(v.tokens[id.get<std::size_t>()], token);
+        for (const auto& [token, id] : encoder.items())
+            ASSERT_EQ(v.tokens[id.get<std::size_t>()], token);
         std::istringstream bpe(read_file(dir / "gpt2" / "vocab.bpe"));
         std::string line;
         std::getline(bpe, line);  // "#version: 0.2"
@@ -1343,11 +1442,19 @@ TEST(GgufTokenizer, Gpt2VocabularyListsMatchTheOpenAiFiles) {
         }
         EXPECT_EQ(i, 50000u);
     }
-    expect_format_error([&] { (void)io::load_gguf_spm_tokenizer((dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string()); },
-                        {"tokenizer.ggml.model is 'gpt2'"});
+    expect_format_error(
+        [&] {
+            (void)io::load_gguf_spm_tokenizer(
+                (dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
+        },
+        {"tokenizer.ggml.model is 'gpt2'"});
     if (fs::exists(dir / "llama.cpp" / "ggml-vocab-llama-spm.gguf"))
-        expect_format_error([&] { (void)io::gguf_bpe_vocab((dir / "llama.cpp" / "ggml-vocab-llama-spm.gguf").string()); },
-                            {"tokenizer.ggml.model is 'llama'", "gguf_spm_tokenizer"});
+        expect_format_error(
+            [&] {
+                (void)io::gguf_bpe_vocab(
+                    (dir / "llama.cpp" / "ggml-vocab-llama-spm.gguf").string());
+            },
+            {"tokenizer.ggml.model is 'llama'", "gguf_spm_tokenizer"});
 }
 
 }  // namespace

@@ -53,9 +53,11 @@ struct Golden {
         config.norm_eps = c.at("norm_eps");
         config.rope_theta = c.at("rope_theta");
         config.tied_head = c.at("tied_head");
-        config.rope_layout = c.at("rope_layout") == "half_split" ? kernels::RopeLayout::kHalfSplit
-                                                                 : kernels::RopeLayout::kInterleaved;
-        for (const auto& [key, value] : json.at("tensors").items()) tensors[key] = tensor_of<T>(value);
+        config.rope_layout = c.at("rope_layout") == "half_split"
+                                 ? kernels::RopeLayout::kHalfSplit
+                                 : kernels::RopeLayout::kInterleaved;
+        for (const auto& [key, value] : json.at("tensors").items())
+            tensors[key] = tensor_of<T>(value);
         const auto& b = json.at("batch");
         batch.batch = b.at("batch");
         batch.seq = b.at("seq");
@@ -68,13 +70,15 @@ struct Golden {
     Model<Arch, T> model() const {
         Model<Arch, T> m;
         m.config = config;
-        m.weights = Arch::template bind_hf<T>(config, [this](const std::string& name, Index r, Index c) {
-            const auto it = tensors.find(name);
-            if (it == tensors.end()) throw FormatError("golden: no tensor " + name);
-            if (it->second.rows() != r || it->second.cols() != c)
-                throw ShapeError::mismatch("golden", name, r, c, it->second.rows(), it->second.cols());
-            return Weight<T>{it->second.data(), r, c};
-        });
+        m.weights =
+            Arch::template bind_hf<T>(config, [this](const std::string& name, Index r, Index c) {
+                const auto it = tensors.find(name);
+                if (it == tensors.end()) throw FormatError("golden: no tensor " + name);
+                if (it->second.rows() != r || it->second.cols() != c)
+                    throw ShapeError::mismatch("golden", name, r, c, it->second.rows(),
+                                               it->second.cols());
+                return Weight<T>{it->second.data(), r, c};
+            });
         return m;
     }
 

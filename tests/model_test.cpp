@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <optional>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
+#include <set>
 #include <softprompt/softprompt.hpp>
 #include <sstream>
 #include <string>
@@ -64,11 +64,13 @@ void check_golden(const std::string& file, Case which, double logit_tol, double 
         soft = split_prefix(tape, g.config, tape.param(*param));
     }
     ForwardOutput<T> out = forward(tape, model, g.batch, soft, LogitsRequest::kRealPositions);
-    EXPECT_LE(max_abs(out.logits.value(), g.expected(name, "logits")), logit_tol) << file << " " << name;
+    EXPECT_LE(max_abs(out.logits.value(), g.expected(name, "logits")), logit_tol)
+        << file << " " << name;
     EXPECT_NEAR(double(out.loss.item()), g.loss(name), logit_tol) << file << " " << name;
     if (param) {
         tape.backward(out.loss);
-        EXPECT_LE(max_rel(param->grad(), g.expected(name, "grad")), grad_tol) << file << " " << name;
+        EXPECT_LE(max_rel(param->grad(), g.expected(name, "grad")), grad_tol)
+            << file << " " << name;
     }
 }
 
@@ -92,18 +94,22 @@ void check_zero_prompt_is_base_bit_for_bit(const std::string& file) {
     const Golden<float> g(file);
     const auto model = g.template model<Arch>();
     Tape<float> t1, t2, t3;
-    const Mat<float> base = forward(t1, model, g.batch, {}, LogitsRequest::kRealPositions).logits.value();
+    const Mat<float> base =
+        forward(t1, model, g.batch, {}, LogitsRequest::kRealPositions).logits.value();
     AdapterInput<float> empty_prompt;
     empty_prompt.prompt = t2.constant(Mat<float>(0, g.config.dim));
-    const Mat<float> zero = forward(t2, model, g.batch, empty_prompt, LogitsRequest::kRealPositions).logits.value();
+    const Mat<float> zero =
+        forward(t2, model, g.batch, empty_prompt, LogitsRequest::kRealPositions).logits.value();
     const Mat<float> zero_prefix =
         forward(t3, model, g.batch,
-                split_prefix(t3, g.config, t3.constant(Mat<float>(0, g.config.n_layers * 2 * g.config.kv_dim()))),
+                split_prefix(t3, g.config,
+                             t3.constant(Mat<float>(0, g.config.n_layers * 2 * g.config.kv_dim()))),
                 LogitsRequest::kRealPositions)
             .logits.value();
     ASSERT_EQ(base.size(), zero.size());
     EXPECT_EQ(std::memcmp(base.data(), zero.data(), sizeof(float) * std::size_t(base.size())), 0);
-    EXPECT_EQ(std::memcmp(base.data(), zero_prefix.data(), sizeof(float) * std::size_t(base.size())), 0);
+    EXPECT_EQ(
+        std::memcmp(base.data(), zero_prefix.data(), sizeof(float) * std::size_t(base.size())), 0);
 }
 
 TEST(SoftPrompt, ZeroLengthPromptIsTheBaseModelBitForBit) {
@@ -114,7 +120,7 @@ TEST(SoftPrompt, ZeroLengthPromptIsTheBaseModelBitForBit) {
 // Per-row reference: one sequence [prompt; tokens] at positions 0..P+len-1, with no prefix.
 template <class Arch, class T>
 Mat<T> concatenated_row_logits(const Model<Arch, T>& model, const Mat<T>& prompt,
-                                   const std::vector<std::int32_t>& ids) {
+                               const std::vector<std::int32_t>& ids) {
     using namespace autograd;
     const Config& c = model.config;
     const Index P = prompt.rows(), n = Index(ids.size());
@@ -122,10 +128,13 @@ Mat<T> concatenated_row_logits(const Model<Arch, T>& model, const Mat<T>& prompt
     const auto virtual_pos = batch_positions(1, P, 0);
     const auto real_pos = batch_positions(1, n, std::int32_t(P));
     Var<T> x = concat_rows(t, {Arch::place(t, c, model.weights, t.constant(prompt), virtual_pos),
-                                   Arch::embed(t, c, model.weights, ids, real_pos)});
+                               Arch::embed(t, c, model.weights, ids, real_pos)});
     const auto all_pos = batch_positions(1, P + n, 0);
-    const AttentionSpec spec{.batch = 1, .seq = P + n, .n_heads = c.n_heads,
-                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    const AttentionSpec spec{.batch = 1,
+                             .seq = P + n,
+                             .n_heads = c.n_heads,
+                             .n_kv_heads = c.n_kv_heads,
+                             .head_dim = c.head_dim()};
     for (const auto& layer : model.weights.layers) {
         AttentionInputs<T> in = Arch::attention_inputs(t, c, layer, x, all_pos);
         x = Arch::finish_layer(t, c, layer, x, attention(t, in.q, in.k, in.v, spec));
@@ -144,14 +153,17 @@ void check_shared_prompt_equals_per_row(const std::string& file, double tol) {
     Tape<T> t;
     AdapterInput<T> soft;
     soft.prompt = t.constant(prompt);
-    const Mat<T> batched = forward(t, model, g.batch, soft, LogitsRequest::kRealPositions).logits.value();
+    const Mat<T> batched =
+        forward(t, model, g.batch, soft, LogitsRequest::kRealPositions).logits.value();
     Index row = 0;
     for (Index b = 0; b < g.batch.batch; ++b) {
         const Index len = g.batch.length(b);
         const std::vector<std::int32_t> ids(g.batch.ids.begin() + b * g.batch.seq,
                                             g.batch.ids.begin() + b * g.batch.seq + len);
         const Mat<T> alone = concatenated_row_logits(model, prompt, ids);
-        EXPECT_LE(max_abs<T>(batched.middleRows(row, len), alone) / double(alone.cwiseAbs().maxCoeff()), tol)
+        EXPECT_LE(
+            max_abs<T>(batched.middleRows(row, len), alone) / double(alone.cwiseAbs().maxCoeff()),
+            tol)
             << file << " row " << b;
         row += len;
     }
@@ -172,11 +184,13 @@ template <class Arch, class T>
 Mat<T> full_last_logits(const Model<Arch, T>& model, const std::vector<std::int32_t>& ids,
                         const Mat<T>* prompt, const Mat<T>* prefix) {
     Tape<T> t;
-    TokenBatch batch{.batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
+    TokenBatch batch{
+        .batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
     AdapterInput<T> soft;
     if (prompt) soft.prompt = t.constant(*prompt);
     if (prefix) soft = split_prefix(t, model.config, t.constant(*prefix));
-    const Mat<T> logits = forward(t, model, batch, soft, LogitsRequest::kRealPositions).logits.value();
+    const Mat<T> logits =
+        forward(t, model, batch, soft, LogitsRequest::kRealPositions).logits.value();
     return logits.bottomRows(1);
 }
 
@@ -216,7 +230,8 @@ TEST(Generate, MixedAdapterBatchGivesEachRowWhatItGetsAlone) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<Llama>();
     const PromptCache<float> prompt_cache = cache_prompt(model, g.expected("prompt", "prompt"));
-    const PromptCache<float> prefix_cache = cache_prefix(model.config, g.expected("prefix", "prefix"));
+    const PromptCache<float> prefix_cache =
+        cache_prefix(model.config, g.expected("prefix", "prefix"));
     std::mt19937 gen(5);
     Mat<float> other(4, g.config.dim);
     std::normal_distribution<float> normal;
@@ -224,10 +239,26 @@ TEST(Generate, MixedAdapterBatchGivesEachRowWhatItGetsAlone) {
     const PromptCache<float> other_cache = cache_prompt(model, other);
 
     std::vector<GenerationRequest<float>> requests(4);
-    requests[0] = {.prompt = {1, 5, 9}, .adapter = &prompt_cache, .sampling = {}, .max_new_tokens = 12, .stop_tokens = {}};
-    requests[1] = {.prompt = {1, 7}, .adapter = nullptr, .sampling = {.temperature = 0.9, .top_k = 8, .top_p = 0.9, .seed = 42}, .max_new_tokens = 9, .stop_tokens = {}};
-    requests[2] = {.prompt = {1, 2, 3, 4, 5}, .adapter = &prefix_cache, .sampling = {.temperature = 1.0, .top_k = 0, .top_p = 1.0, .seed = 7}, .max_new_tokens = 15, .stop_tokens = {}};
-    requests[3] = {.prompt = {1}, .adapter = &other_cache, .sampling = {}, .max_new_tokens = 10, .stop_tokens = {}};
+    requests[0] = {.prompt = {1, 5, 9},
+                   .adapter = &prompt_cache,
+                   .sampling = {},
+                   .max_new_tokens = 12,
+                   .stop_tokens = {}};
+    requests[1] = {.prompt = {1, 7},
+                   .adapter = nullptr,
+                   .sampling = {.temperature = 0.9, .top_k = 8, .top_p = 0.9, .seed = 42},
+                   .max_new_tokens = 9,
+                   .stop_tokens = {}};
+    requests[2] = {.prompt = {1, 2, 3, 4, 5},
+                   .adapter = &prefix_cache,
+                   .sampling = {.temperature = 1.0, .top_k = 0, .top_p = 1.0, .seed = 7},
+                   .max_new_tokens = 15,
+                   .stop_tokens = {}};
+    requests[3] = {.prompt = {1},
+                   .adapter = &other_cache,
+                   .sampling = {},
+                   .max_new_tokens = 10,
+                   .stop_tokens = {}};
     const auto together = generate(model, requests);
     ASSERT_EQ(together.size(), 4u);
     std::set<std::vector<std::int32_t>> distinct;
@@ -248,11 +279,17 @@ TEST(Generate, CachedSoftPromptEqualsRecomputingThePromptPerRequest) {
             const auto model = g.template model<Arch>();
             const Mat<float> prompt = g.expected("prompt", "prompt");
             const PromptCache<float> cache = cache_prompt(model, prompt);
-            GenerationRequest<float> request{.prompt = {4, 8}, .adapter = &cache, .sampling = {}, .max_new_tokens = 20, .stop_tokens = {}};
-            const auto cached = generate(model, std::vector<GenerationRequest<float>>{request})[0].tokens;
+            GenerationRequest<float> request{.prompt = {4, 8},
+                                             .adapter = &cache,
+                                             .sampling = {},
+                                             .max_new_tokens = 20,
+                                             .stop_tokens = {}};
+            const auto cached =
+                generate(model, std::vector<GenerationRequest<float>>{request})[0].tokens;
             std::vector<std::int32_t> ids = request.prompt, recomputed;
             for (int i = 0; i < request.max_new_tokens; ++i) {
-                const Mat<float> logits = full_last_logits<Arch, float>(model, ids, &prompt, nullptr);
+                const Mat<float> logits =
+                    full_last_logits<Arch, float>(model, ids, &prompt, nullptr);
                 Index best = 0;
                 logits.row(0).maxCoeff(&best);
                 recomputed.push_back(std::int32_t(best));
@@ -260,14 +297,21 @@ TEST(Generate, CachedSoftPromptEqualsRecomputingThePromptPerRequest) {
             }
             EXPECT_EQ(cached, recomputed) << file;
         };
-        if (g.json.at("family") == "gpt2") run(Gpt2{}); else run(Llama{});
+        if (g.json.at("family") == "gpt2")
+            run(Gpt2{});
+        else
+            run(Llama{});
     }
 }
 
 TEST(Generate, StopTokensAndSamplerValidation) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<Llama>();
-    GenerationRequest<float> r{.prompt = {1, 5}, .adapter = nullptr, .sampling = {}, .max_new_tokens = 30, .stop_tokens = {}};
+    GenerationRequest<float> r{.prompt = {1, 5},
+                               .adapter = nullptr,
+                               .sampling = {},
+                               .max_new_tokens = 30,
+                               .stop_tokens = {}};
     const auto free_run = generate(model, std::vector<GenerationRequest<float>>{r})[0].tokens;
     r.stop_tokens = {free_run[3]};
     const auto stopped = generate(model, std::vector<GenerationRequest<float>>{r})[0];
@@ -337,7 +381,8 @@ GoldenLogits read_golden_logits(const fs::path& path) {
 
 TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
     const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
-    const fs::path golden_path = assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
+    const fs::path golden_path =
+        assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
     SOFTPROMPT_REQUIRE_ASSET(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
     EXPECT_EQ(model.config.dim, 64);
@@ -350,13 +395,15 @@ TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
 
     Tape<float> t;
     TokenBatch batch{.batch = 1, .seq = 16, .ids = g.tokens, .lengths = {}, .targets = {}};
-    const Mat<float> full = forward(t, model, batch, {}, LogitsRequest::kRealPositions).logits.value();
+    const Mat<float> full =
+        forward(t, model, batch, {}, LogitsRequest::kRealPositions).logits.value();
     EXPECT_LE(max_abs(full, g.logits), 1e-4);
 
     Sequence<float> seq;
     Sequence<float>* one[] = {&seq};
     for (Index p = 0; p < 16; ++p) {
-        const Mat<float> step = advance(model, std::span<Sequence<float>* const>(one), {{g.tokens[std::size_t(p)]}});
+        const Mat<float> step =
+            advance(model, std::span<Sequence<float>* const>(one), {{g.tokens[std::size_t(p)]}});
         EXPECT_LE(max_abs<float>(step, g.logits.middleRows(p, 1)), 1e-4) << "position " << p;
     }
 }
@@ -365,12 +412,17 @@ TEST(Stories260K, GreedyFromBosReproducesLlama2cWithCacheAndByRecomputation) {
     const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
     SOFTPROMPT_REQUIRE_ASSET(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
-    const std::vector<std::int32_t> golden = read_ids(assets_dir() / "golden" / "stories260K" / "greedy_bos_200.ids");
+    const std::vector<std::int32_t> golden =
+        read_ids(assets_dir() / "golden" / "stories260K" / "greedy_bos_200.ids");
     ASSERT_EQ(golden.size(), 201u);
     ASSERT_EQ(golden[0], 1);
     const std::vector<std::int32_t> expected(golden.begin() + 1, golden.end());
 
-    GenerationRequest<float> request{.prompt = {1}, .adapter = nullptr, .sampling = {}, .max_new_tokens = 200, .stop_tokens = {}};
+    GenerationRequest<float> request{.prompt = {1},
+                                     .adapter = nullptr,
+                                     .sampling = {},
+                                     .max_new_tokens = 200,
+                                     .stop_tokens = {}};
     EXPECT_EQ(generate(model, std::vector<GenerationRequest<float>>{request})[0].tokens, expected);
 
     std::vector<std::int32_t> ids = {1}, recomputed;
@@ -408,7 +460,9 @@ TEST(Stories260K, CorruptFilesGiveFormatErrors) {
     std::memcpy(bad_heads.data() + 12, &seven, 4);  // n_heads 7 does not divide dim 64
     expect_format_error(bad_heads, "n_heads");
     fs::remove(tmp);
-    EXPECT_THROW(io::load_llama2c<float>((fs::temp_directory_path() / "no_such_model.bin").string()), IoError);
+    EXPECT_THROW(
+        io::load_llama2c<float>((fs::temp_directory_path() / "no_such_model.bin").string()),
+        IoError);
 }
 
 }  // namespace

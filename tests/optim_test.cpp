@@ -92,8 +92,9 @@ struct Problem {
         for (Param<T>* p : params()) {
             const Mat<T>& v = p->value();
             const std::string& n = p->name();
-            p->grad() = (A[n].array() * v.array() + C[n].array() * v.array() * v.array() +
-                         B[n].array()).matrix();
+            p->grad() =
+                (A[n].array() * v.array() + C[n].array() * v.array() * v.array() + B[n].array())
+                    .matrix();
         }
     }
 };
@@ -114,20 +115,25 @@ template <class T>
 std::unique_ptr<Optimizer<T>> optimizer_of(const std::string& kind, const nlohmann::json& o,
                                            std::vector<Param<T>*> params) {
     if (kind == "sgd")
-        return std::make_unique<Sgd<T>>(
-            params, SgdOptions{.lr = o.at("lr"), .momentum = o.at("momentum"),
-                               .weight_decay = o.at("weight_decay"), .dampening = o.at("dampening"),
-                               .nesterov = o.at("nesterov")});
+        return std::make_unique<Sgd<T>>(params, SgdOptions{.lr = o.at("lr"),
+                                                           .momentum = o.at("momentum"),
+                                                           .weight_decay = o.at("weight_decay"),
+                                                           .dampening = o.at("dampening"),
+                                                           .nesterov = o.at("nesterov")});
     if (kind == "adam")
-        return std::make_unique<Adam<T>>(
-            params, AdamOptions{.lr = o.at("lr"), .beta1 = o.at("beta1"), .beta2 = o.at("beta2"),
-                                .eps = o.at("eps"), .weight_decay = o.at("weight_decay"),
-                                .amsgrad = o.at("amsgrad")});
+        return std::make_unique<Adam<T>>(params, AdamOptions{.lr = o.at("lr"),
+                                                             .beta1 = o.at("beta1"),
+                                                             .beta2 = o.at("beta2"),
+                                                             .eps = o.at("eps"),
+                                                             .weight_decay = o.at("weight_decay"),
+                                                             .amsgrad = o.at("amsgrad")});
     if (kind == "adamw")
-        return std::make_unique<AdamW<T>>(
-            params, AdamWOptions{.lr = o.at("lr"), .beta1 = o.at("beta1"), .beta2 = o.at("beta2"),
-                                 .eps = o.at("eps"), .weight_decay = o.at("weight_decay"),
-                                 .amsgrad = o.at("amsgrad")});
+        return std::make_unique<AdamW<T>>(params, AdamWOptions{.lr = o.at("lr"),
+                                                               .beta1 = o.at("beta1"),
+                                                               .beta2 = o.at("beta2"),
+                                                               .eps = o.at("eps"),
+                                                               .weight_decay = o.at("weight_decay"),
+                                                               .amsgrad = o.at("amsgrad")});
     if (kind == "adafactor") {
         AdafactorOptions a;
         if (!o.at("lr").is_null()) a.lr = o.at("lr").get<double>();
@@ -162,7 +168,8 @@ double run_golden_case(const nlohmann::json& c) {
         }
         opt->step();
         for (Param<T>* p : problem.params())
-            worst = std::max(worst, rel_error(p->value(), tensor_of<double>(trajectory[s].at(p->name()))));
+            worst = std::max(worst,
+                             rel_error(p->value(), tensor_of<double>(trajectory[s].at(p->name()))));
     }
     EXPECT_EQ(opt->step_count(), std::int64_t(trajectory.size()));
     return worst;
@@ -198,7 +205,8 @@ TEST(Golden, SchedulesMatchHuggingFaceLambdaLR) {
             const double got = schedule.lr(std::int64_t(step));
             const double err = std::abs(got - want) / std::max(std::abs(want), 1e-300);
             worst = std::max(worst, want == 0 ? std::abs(got) : err);
-            EXPECT_NEAR(got, want, 1e-15 * std::abs(want)) << schedule.describe() << " step " << step;
+            EXPECT_NEAR(got, want, 1e-15 * std::abs(want))
+                << schedule.describe() << " step " << step;
         }
     }
     std::printf("  schedules: max rel error %.3g\n", worst);
@@ -207,7 +215,8 @@ TEST(Golden, SchedulesMatchHuggingFaceLambdaLR) {
 TEST(Golden, ClipGradNormMatchesTorch) {
     for (const auto& c : golden().at("clip")) {
         Problem<double> problem;
-        for (Param<double>* p : problem.params()) p->grad() = tensor_of<double>(c.at("grads").at(p->name()));
+        for (Param<double>* p : problem.params())
+            p->grad() = tensor_of<double>(c.at("grads").at(p->name()));
         const double norm = clip_grad_norm(problem.params(), c.at("max_norm").get<double>());
         EXPECT_NEAR(norm, c.at("norm").get<double>(), 1e-14 * norm);
         for (Param<double>* p : problem.params())
@@ -273,12 +282,12 @@ std::string config_error_of(F&& f) {
     return "no exception";
 }
 
-#define EXPECT_CONFIG_ERROR(expr, ...)                                                   \
-    do {                                                                                 \
-        const std::string message = config_error_of([&] { (void)(expr); });              \
-        for (const char* part : {__VA_ARGS__})                                           \
-            EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " \
-                                                             << message;                 \
+#define EXPECT_CONFIG_ERROR(expr, ...)                                      \
+    do {                                                                    \
+        const std::string message = config_error_of([&] { (void)(expr); }); \
+        for (const char* part : {__VA_ARGS__})                              \
+            EXPECT_NE(message.find(part), std::string::npos)                \
+                << "'" << part << "' not in: " << message;                  \
     } while (0)
 
 TEST(Schedule, RejectsBadArguments) {
@@ -286,7 +295,8 @@ TEST(Schedule, RejectsBadArguments) {
     EXPECT_CONFIG_ERROR(LrSchedule::constant(std::nan("")), "lr", "nan");
     EXPECT_CONFIG_ERROR(LrSchedule::warmup_constant(0.1, -1), "warmup_steps", "-1");
     EXPECT_CONFIG_ERROR(LrSchedule::warmup_linear(0.1, 0, 0), "total_steps", "0");
-    EXPECT_CONFIG_ERROR(LrSchedule::warmup_linear(0.1, 20, 10), "warmup_steps (20)", "total_steps (10)");
+    EXPECT_CONFIG_ERROR(LrSchedule::warmup_linear(0.1, 20, 10), "warmup_steps (20)",
+                        "total_steps (10)");
     EXPECT_CONFIG_ERROR(LrSchedule::warmup_cosine(0.1, 1, 10, 0.0), "num_cycles", "0");
     EXPECT_CONFIG_ERROR(LrSchedule::constant(0.1).factor(-3), "step", "-3");
 }
@@ -344,7 +354,8 @@ TEST(Clip, NonFiniteGradientNamesTheParamAndChangesNothing) {
 // Exact resume: N steps, save, M more steps  ==  fresh optimizer + load_state, M steps.
 
 template <class T>
-std::vector<std::pair<std::string, std::function<std::unique_ptr<Optimizer<T>>(std::vector<Param<T>*>)>>>
+std::vector<
+    std::pair<std::string, std::function<std::unique_ptr<Optimizer<T>>(std::vector<Param<T>*>)>>>
 all_optimizers() {
     using P = std::vector<Param<T>*>;
     return {
@@ -352,18 +363,27 @@ all_optimizers() {
         {"sgd_nesterov_wd",
          [](P p) {
              return std::make_unique<Sgd<T>>(
-                 p, SgdOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
+                 p,
+                 SgdOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true});
          }},
-        {"adam", [](P p) { return std::make_unique<Adam<T>>(p, AdamOptions{.lr = 0.05, .weight_decay = 0.1}); }},
+        {"adam",
+         [](P p) {
+             return std::make_unique<Adam<T>>(p, AdamOptions{.lr = 0.05, .weight_decay = 0.1});
+         }},
         {"adam_amsgrad",
-         [](P p) { return std::make_unique<Adam<T>>(p, AdamOptions{.lr = 0.05, .beta2 = 0.6, .amsgrad = true}); }},
+         [](P p) {
+             return std::make_unique<Adam<T>>(
+                 p, AdamOptions{.lr = 0.05, .beta2 = 0.6, .amsgrad = true});
+         }},
         {"adamw", [](P p) { return std::make_unique<AdamW<T>>(p, AdamWOptions{.lr = 0.05}); }},
         {"adafactor", [](P p) { return std::make_unique<Adafactor<T>>(p, AdafactorOptions{}); }},
         {"adafactor_beta1_fixed_lr",
          [](P p) {
-             return std::make_unique<Adafactor<T>>(
-                 p, AdafactorOptions{.lr = 0.3, .beta1 = 0.9, .weight_decay = 1e-5,
-                                     .scale_parameter = false, .relative_step = false});
+             return std::make_unique<Adafactor<T>>(p, AdafactorOptions{.lr = 0.3,
+                                                                       .beta1 = 0.9,
+                                                                       .weight_decay = 1e-5,
+                                                                       .scale_parameter = false,
+                                                                       .relative_step = false});
          }},
     };
 }
@@ -392,7 +412,8 @@ void check_exact_resume() {
         auto fresh = make(resumed.params());
         fresh->load_state(saved);
         EXPECT_EQ(fresh->step_count(), N) << name;
-        EXPECT_EQ(fresh->lr(), saved.scalars.count("lr") ? saved.scalars.at("lr") : fresh->lr()) << name;
+        EXPECT_EQ(fresh->lr(), saved.scalars.count("lr") ? saved.scalars.at("lr") : fresh->lr())
+            << name;
         for (int i = 0; i < M; ++i) one_step(resumed, *fresh);
 
         // Bit-identical: compare the bytes, not within a tolerance.
@@ -403,7 +424,8 @@ void check_exact_resume() {
         ASSERT_EQ(a.tensors.size(), b.tensors.size()) << name;
         for (std::size_t k = 0; k < a.tensors.size(); ++k) {
             EXPECT_EQ(a.tensors[k].first, b.tensors[k].first);
-            EXPECT_TRUE(a.tensors[k].second == b.tensors[k].second) << name << " " << a.tensors[k].first;
+            EXPECT_TRUE(a.tensors[k].second == b.tensors[k].second)
+                << name << " " << a.tensors[k].first;
         }
         EXPECT_EQ(a.scalars, b.scalars) << name;
     }
@@ -636,13 +658,15 @@ TEST(Errors, OptionsOutOfRangeNameTheOptionAndValue) {
     EXPECT_CONFIG_ERROR(Adam<double>(ps, {.beta1 = 1.0}), "adam", "beta1", "1");
     EXPECT_CONFIG_ERROR(Adam<double>(ps, {.beta2 = -0.1}), "beta2", "-0.1");
     EXPECT_CONFIG_ERROR(Adam<double>(ps, {.eps = -1e-8}), "eps", "-1e-08");
-    EXPECT_CONFIG_ERROR(AdamW<double>(ps, {.weight_decay = -0.01}), "adamw", "weight_decay", "-0.01");
+    EXPECT_CONFIG_ERROR(AdamW<double>(ps, {.weight_decay = -0.01}), "adamw", "weight_decay",
+                        "-0.01");
     EXPECT_CONFIG_ERROR(AdamW<double>(ps, {.lr = std::nan("")}), "lr", "nan");
 
     EXPECT_CONFIG_ERROR(Adafactor<double>(ps, {.lr = 0.1}), "lr", "relative_step");
     EXPECT_CONFIG_ERROR(Adafactor<double>(ps, {.relative_step = false}), "relative_step", "lr");
-    EXPECT_CONFIG_ERROR(Adafactor<double>(ps, {.lr = 0.1, .relative_step = false, .warmup_init = true}),
-                        "warmup_init", "relative_step");
+    EXPECT_CONFIG_ERROR(
+        Adafactor<double>(ps, {.lr = 0.1, .relative_step = false, .warmup_init = true}),
+        "warmup_init", "relative_step");
     EXPECT_CONFIG_ERROR(Adafactor<double>(ps, {.decay_rate = 0.8}), "decay_rate", "0.8");
     EXPECT_CONFIG_ERROR(Adafactor<double>(ps, {.clip_threshold = 0}), "clip_threshold", "0");
     EXPECT_CONFIG_ERROR(Adafactor<double>(ps, {.beta1 = 1.2}), "beta1", "1.2");

@@ -30,7 +30,8 @@ template <class Arch>
 void expect_method_gradients(const Golden<double>& g, Method<double>& method, double tol = 1e-6) {
     const auto model = g.model<Arch>();
     const autograd::GradcheckReport report = autograd::gradcheck<double>(
-        method.parameters(), [&](Tape<double>& t) { return method_loss(t, model, g.batch, method); });
+        method.parameters(),
+        [&](Tape<double>& t) { return method_loss(t, model, g.batch, method); });
     EXPECT_LE(report.max_rel_error, tol) << report.describe();
     double norm = 0;
     for (auto* p : method.parameters()) norm += p->grad().squaredNorm();
@@ -40,20 +41,26 @@ void expect_method_gradients(const Golden<double>& g, Method<double>& method, do
 TEST(Gradients, PrefixReparameterisation) {
     const Golden<double> g("golden_llama_gqa.json");
     Rng rng(1);
-    PrefixTuning<double> method(g.config, {.num_virtual_tokens = 2, .projection = true, .encoder_hidden_size = 5},
-                                rng);
+    PrefixTuning<double> method(
+        g.config, {.num_virtual_tokens = 2, .projection = true, .encoder_hidden_size = 5}, rng);
     expect_method_gradients<nn::Llama>(g, method);
 }
 
 TEST(Gradients, PTuningMlpAndLstm) {
     const Golden<double> g("golden_gpt2.json");
     Rng rng(2);
-    PTuning<double> mlp(g.config, {.num_virtual_tokens = 2, .encoder = PromptEncoderType::kMlp,
-                                   .encoder_hidden_size = 6, .encoder_num_layers = 2},
+    PTuning<double> mlp(g.config,
+                        {.num_virtual_tokens = 2,
+                         .encoder = PromptEncoderType::kMlp,
+                         .encoder_hidden_size = 6,
+                         .encoder_num_layers = 2},
                         rng);
     expect_method_gradients<nn::Gpt2>(g, mlp);
-    PTuning<double> lstm(g.config, {.num_virtual_tokens = 3, .encoder = PromptEncoderType::kLstm,
-                                    .encoder_hidden_size = 3, .encoder_num_layers = 2},
+    PTuning<double> lstm(g.config,
+                         {.num_virtual_tokens = 3,
+                          .encoder = PromptEncoderType::kLstm,
+                          .encoder_hidden_size = 3,
+                          .encoder_num_layers = 2},
                          rng);
     expect_method_gradients<nn::Gpt2>(g, lstm);
 }
@@ -63,7 +70,8 @@ TEST(Gradients, LoraBothFamiliesAllProjections) {
     for (const char* file : {"golden_llama_gqa.json", "golden_gpt2.json"}) {
         const Golden<double> g(file);
         const bool gpt2 = g.json.at("family") == "gpt2";
-        LoraOptions options{.rank = 2, .alpha = 4, .query = true, .key = !gpt2, .value = !gpt2, .output = true};
+        LoraOptions options{
+            .rank = 2, .alpha = 4, .query = true, .key = !gpt2, .value = !gpt2, .output = true};
         auto check = [&](auto arch) {
             using Arch = decltype(arch);
             Lora<Arch, double> lora(g.config, options, rng);
@@ -71,7 +79,10 @@ TEST(Gradients, LoraBothFamiliesAllProjections) {
             for (auto& u : lora.updates()) u.b->value().setRandom();
             expect_method_gradients<Arch>(g, lora);
         };
-        if (gpt2) check(nn::Gpt2{}); else check(nn::Llama{});
+        if (gpt2)
+            check(nn::Gpt2{});
+        else
+            check(nn::Llama{});
     }
 }
 
@@ -79,43 +90,53 @@ TEST(Lora, StartsAtTheBaseModelAndMergesExactly) {
     const Golden<double> g("golden_llama_gqa.json");
     const auto model = g.model<nn::Llama>();
     Rng rng(4);
-    Lora<nn::Llama, double> lora(g.config, {.rank = 3, .alpha = 6, .query = true, .key = true, .value = true, .output = true},
-                                 rng);
+    Lora<nn::Llama, double> lora(
+        g.config,
+        {.rank = 3, .alpha = 6, .query = true, .key = true, .value = true, .output = true}, rng);
     Tape<double> t0, t1;
-    const Mat<double> base = nn::forward(t0, model, g.batch, {}, nn::LogitsRequest::kRealPositions).logits.value();
+    const Mat<double> base =
+        nn::forward(t0, model, g.batch, {}, nn::LogitsRequest::kRealPositions).logits.value();
     const Mat<double> start =
-        nn::forward(t1, model, g.batch, lora.input(t1), nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t1, model, g.batch, lora.input(t1), nn::LogitsRequest::kRealPositions)
+            .logits.value();
     EXPECT_EQ((base - start).cwiseAbs().maxCoeff(), 0.0) << "B = 0 must leave the model unchanged";
 
     for (auto& u : lora.updates()) u.b->value().setRandom();
     Tape<double> t2, t3;
     const Mat<double> unmerged =
-        nn::forward(t2, model, g.batch, lora.input(t2), nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t2, model, g.batch, lora.input(t2), nn::LogitsRequest::kRealPositions)
+            .logits.value();
     const auto merged_model = lora.merge(model);
     const Mat<double> merged =
-        nn::forward(t3, merged_model, g.batch, {}, nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t3, merged_model, g.batch, {}, nn::LogitsRequest::kRealPositions)
+            .logits.value();
     EXPECT_GT((unmerged - base).cwiseAbs().maxCoeff(), 1e-3);
     EXPECT_LT((unmerged - merged).cwiseAbs().maxCoeff(), 1e-12);
     // The base model's weights are untouched by merging.
     Tape<double> t4;
-    EXPECT_EQ((nn::forward(t4, model, g.batch, {}, nn::LogitsRequest::kRealPositions).logits.value() - base)
-                  .cwiseAbs()
-                  .maxCoeff(),
-              0.0);
+    EXPECT_EQ(
+        (nn::forward(t4, model, g.batch, {}, nn::LogitsRequest::kRealPositions).logits.value() -
+         base)
+            .cwiseAbs()
+            .maxCoeff(),
+        0.0);
 }
 
 TEST(Lora, Gpt2MergeIntoConv1DLayout) {
     const Golden<double> g("golden_gpt2.json");
     const auto model = g.model<nn::Gpt2>();
     Rng rng(5);
-    Lora<nn::Gpt2, double> lora(g.config, {.rank = 2, .alpha = 2, .query = true, .key = false, .value = false, .output = true},
-                                rng);
+    Lora<nn::Gpt2, double> lora(
+        g.config,
+        {.rank = 2, .alpha = 2, .query = true, .key = false, .value = false, .output = true}, rng);
     for (auto& u : lora.updates()) u.b->value().setRandom();
     Tape<double> t1, t2;
     const Mat<double> unmerged =
-        nn::forward(t1, model, g.batch, lora.input(t1), nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t1, model, g.batch, lora.input(t1), nn::LogitsRequest::kRealPositions)
+            .logits.value();
     const Mat<double> merged =
-        nn::forward(t2, lora.merge(model), g.batch, {}, nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t2, lora.merge(model), g.batch, {}, nn::LogitsRequest::kRealPositions)
+            .logits.value();
     EXPECT_LT((unmerged - merged).cwiseAbs().maxCoeff(), 1e-12);
 }
 
@@ -123,29 +144,34 @@ TEST(PrefixTuning, FoldedPrefixEqualsTheTrainingPrefix) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<nn::Llama>();
     Rng rng(6);
-    PrefixTuning<float> method(g.config, {.num_virtual_tokens = 4, .projection = true, .encoder_hidden_size = 8},
-                               rng);
+    PrefixTuning<float> method(
+        g.config, {.num_virtual_tokens = 4, .projection = true, .encoder_hidden_size = 8}, rng);
     Tape<float> t1;
     const Mat<float> training_prefix = method.prefix(t1).value();
     const Mat<float> training_logits =
-        nn::forward(t1, model, g.batch, method.input(t1), nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t1, model, g.batch, method.input(t1), nn::LogitsRequest::kRealPositions)
+            .logits.value();
     const Mat<float> folded = method.fold();
     ASSERT_EQ(folded.rows(), 4);
     ASSERT_EQ(folded.cols(), g.config.n_layers * 2 * g.config.kv_dim());
-    EXPECT_EQ(std::memcmp(folded.data(), training_prefix.data(), sizeof(float) * std::size_t(folded.size())), 0);
+    EXPECT_EQ(std::memcmp(folded.data(), training_prefix.data(),
+                          sizeof(float) * std::size_t(folded.size())),
+              0);
     method.fold_in_place();
     EXPECT_FALSE(method.reparameterised());
     EXPECT_EQ(method.parameters().size(), 1u);
     Tape<float> t2;
     const Mat<float> after =
-        nn::forward(t2, model, g.batch, method.input(t2), nn::LogitsRequest::kRealPositions).logits.value();
+        nn::forward(t2, model, g.batch, method.input(t2), nn::LogitsRequest::kRealPositions)
+            .logits.value();
     EXPECT_EQ((after - training_logits).cwiseAbs().maxCoeff(), 0.0f);
 }
 
 TEST(PrefixTuning, InitFromTextActsAsIfTheTextPrecededTheInput) {
     // With the text's own keys/values as the prefix, the model must give each real token the
     // logits it gets after the text itself.
-    for (const char* file : {"golden_llama_gqa.json", "golden_gpt2.json", "golden_llama_interleaved.json"}) {
+    for (const char* file :
+         {"golden_llama_gqa.json", "golden_gpt2.json", "golden_llama_interleaved.json"}) {
         const Golden<double> g(file);
         auto check = [&](auto arch) {
             using Arch = decltype(arch);
@@ -156,16 +182,21 @@ TEST(PrefixTuning, InitFromTextActsAsIfTheTextPrecededTheInput) {
             nn::TokenBatch batch{.batch = 1, .seq = 4, .ids = input, .lengths = {}, .targets = {}};
             Tape<double> t1;
             const Mat<double> with_prefix =
-                nn::forward(t1, model, batch, method.input(t1), nn::LogitsRequest::kRealPositions).logits.value();
+                nn::forward(t1, model, batch, method.input(t1), nn::LogitsRequest::kRealPositions)
+                    .logits.value();
             std::vector<std::int32_t> joined = text;
             joined.insert(joined.end(), input.begin(), input.end());
             nn::TokenBatch full{.batch = 1, .seq = 7, .ids = joined, .lengths = {}, .targets = {}};
             Tape<double> t2;
             const Mat<double> after_text =
                 nn::forward(t2, model, full, {}, nn::LogitsRequest::kRealPositions).logits.value();
-            EXPECT_LT((with_prefix - after_text.bottomRows(4)).cwiseAbs().maxCoeff(), 1e-12) << file;
+            EXPECT_LT((with_prefix - after_text.bottomRows(4)).cwiseAbs().maxCoeff(), 1e-12)
+                << file;
         };
-        if (g.json.at("family") == "gpt2") check(nn::Gpt2{}); else check(nn::Llama{});
+        if (g.json.at("family") == "gpt2")
+            check(nn::Gpt2{});
+        else
+            check(nn::Llama{});
     }
 }
 
@@ -175,11 +206,13 @@ TEST(PromptTuning, Initialisations) {
     const Mat<double>& wte = g.tensors.at("wte.weight");
     Rng rng(7);
     const Mat<double> text = init_from_text(model, {4, 9}, 5);
-    for (Index r = 0; r < 5; ++r) EXPECT_EQ((text.row(r) - wte.row(r % 2 == 0 ? 4 : 9)).norm(), 0.0);
+    for (Index r = 0; r < 5; ++r)
+        EXPECT_EQ((text.row(r) - wte.row(r % 2 == 0 ? 4 : 9)).norm(), 0.0);
     const Mat<double> vocab = init_from_vocab(model, 50, rng, 3);
     for (Index r = 0; r < 50; ++r) {
         bool found = false;
-        for (Index id = 0; id < 3; ++id) found = found || (vocab.row(r) - wte.row(id)).norm() == 0.0;
+        for (Index id = 0; id < 3; ++id)
+            found = found || (vocab.row(r) - wte.row(id)).norm() == 0.0;
         EXPECT_TRUE(found) << "row " << r << " is not one of the first 3 embeddings";
     }
     const Mat<double> labels = init_from_labels(model, {{1, 2}, {5}}, 4, rng, 10);

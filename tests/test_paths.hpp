@@ -22,16 +22,16 @@ inline std::filesystem::path assets_dir() {
 #ifdef SOFTPROMPT_ASSETS_DIR
     return SOFTPROMPT_ASSETS_DIR;
 #else
-    return std::filesystem::absolute(__FILE__).parent_path().parent_path().parent_path() / "shared" /
-           "assets";
+    return std::filesystem::absolute(__FILE__).parent_path().parent_path().parent_path() /
+           "shared" / "assets";
 #endif
 }
 
 }  // namespace softprompt::testing
 
 /// Skip the current test, saying why, when a shared asset is missing.
-#define SOFTPROMPT_REQUIRE_ASSET(path)                                                           \
-    if (!std::filesystem::exists(path))                                                          \
-    GTEST_SKIP() << "shared test asset not found: " << (path)                                    \
-                 << " (the assets folder sits beside the repository as ../shared/assets; set "  \
+#define SOFTPROMPT_REQUIRE_ASSET(path)                                                         \
+    if (!std::filesystem::exists(path))                                                        \
+    GTEST_SKIP() << "shared test asset not found: " << (path)                                  \
+                 << " (the assets folder sits beside the repository as ../shared/assets; set " \
                     "SOFTPROMPT_ASSETS to point elsewhere)"

@@ -57,11 +57,11 @@ fs::path asset(const std::string& relative) {
     return fs::is_regular_file(p, ec) ? p : fs::path();
 }
 
-#define REQUIRE_ASSET(var, relative)                                                         \
-    const fs::path var = asset(relative);                                                    \
-    if (var.empty()) {                                                                       \
-        GTEST_SKIP() << "asset " << (relative) << " not found under " << assets_dir()        \
-                     << " (set SOFTPROMPT_ASSETS to the shared assets folder to run this)";  \
+#define REQUIRE_ASSET(var, relative)                                                        \
+    const fs::path var = asset(relative);                                                   \
+    if (var.empty()) {                                                                      \
+        GTEST_SKIP() << "asset " << (relative) << " not found under " << assets_dir()       \
+                     << " (set SOFTPROMPT_ASSETS to the shared assets folder to run this)"; \
     }
 
 std::string read_text(const fs::path& p) {
@@ -144,23 +144,24 @@ std::vector<Piece> base_pieces() {
 std::vector<Piece> tiny_pieces() {
     std::vector<Piece> p = base_pieces();
     p.insert(p.end(), {
-                          {" ", -100.0f},   // 259 the dummy prefix
-                          {"a", -100.0f},   // 260
-                          {"b", -100.0f},   // 261
-                          {"c", -100.0f},   // 262
-                          {"é", -100.0f},   // 263 (2 bytes)
-                          {"ab", -5.0f},    // 264
-                          {"bc", -1.0f},    // 265
-                          {" a", -3.0f},    // 266
-                          {"cc", -2.0f},    // 267
-                          {"abc", -0.5f},   // 268
+                          {" ", -100.0f},  // 259 the dummy prefix
+                          {"a", -100.0f},  // 260
+                          {"b", -100.0f},  // 261
+                          {"c", -100.0f},  // 262
+                          {"é", -100.0f},  // 263 (2 bytes)
+                          {"ab", -5.0f},   // 264
+                          {"bc", -1.0f},   // 265
+                          {" a", -3.0f},   // 266
+                          {"cc", -2.0f},   // 267
+                          {"abc", -0.5f},  // 268
                       });
     return p;
 }
 
 SpmTokenizer tiny_tokenizer() {
     const std::vector<Piece> p = tiny_pieces();
-    return SpmTokenizer::from_llama2c(as_bytes(llama2c_bytes(p)), std::int32_t(p.size()), "tiny.bin");
+    return SpmTokenizer::from_llama2c(as_bytes(llama2c_bytes(p)), std::int32_t(p.size()),
+                                      "tiny.bin");
 }
 
 // llama2.c run.c's encode, transcribed directly (O(n²) rescans, all pieces by text), as an
@@ -187,7 +188,8 @@ Ids reference_encode(const SpmTokenizer& tok, std::string_view text) {
         std::int32_t best_id = -1;
         std::size_t best_idx = 0;
         for (std::size_t i = 0; i + 1 < t.size(); ++i) {
-            const std::string merged = std::string(tok.piece(t[i])) + std::string(tok.piece(t[i + 1]));
+            const std::string merged =
+                std::string(tok.piece(t[i])) + std::string(tok.piece(t[i + 1]));
             const auto id = tok.find(merged);
             if (id && tok.score(*id) > best_score) {
                 best_score = tok.score(*id);
@@ -215,7 +217,7 @@ const std::vector<std::string>& round_trip_strings() {
         "Привет, мир",
         "👩‍👩‍👧 family (ZWJ)",
         std::string("nul\0byte", 8),
-        "\xff\xfe invalid UTF-8 \xc3",           // stray bytes
+        "\xff\xfe invalid UTF-8 \xc3",             // stray bytes
         "\x80\x80\x80\x80\x80\x80 continuations",  // more than 4 continuation bytes in a row
         "1234567890 ... ,,, !!! ???",
     };
@@ -239,8 +241,8 @@ TEST(MappedFile, MapsFileBytes) {
 
 TEST(MappedFile, DataIsConst) {
     static_assert(std::is_same_v<decltype(std::declval<MappedFile&>().data()), const std::byte*>);
-    static_assert(std::is_same_v<decltype(std::declval<MappedFile&>().bytes()),
-                                 std::span<const std::byte>>);
+    static_assert(
+        std::is_same_v<decltype(std::declval<MappedFile&>().bytes()), std::span<const std::byte>>);
     static_assert(!std::is_copy_constructible_v<MappedFile>);
     static_assert(!std::is_copy_assignable_v<MappedFile>);
     static_assert(std::is_nothrow_move_constructible_v<MappedFile>);
@@ -259,7 +261,8 @@ TEST(MappedFile, MappingIsReadOnlyInTheKernel) {
     while (std::getline(maps, line)) {
         std::uintptr_t lo = 0, hi = 0;
         char perms[5] = {};
-        if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " %4s", &lo, &hi, perms) != 3) continue;
+        if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR " %4s", &lo, &hi, perms) != 3)
+            continue;
         if (addr >= lo && addr < hi) {
             found = true;
             EXPECT_EQ(std::string(perms), "r--p") << line;  // no write, no exec, private
@@ -460,8 +463,7 @@ TEST(SpmTiny, ByteFallback) {
     // Byte tokens never merge with pieces: "a" after a fallback byte stays alone.
     EXPECT_EQ(tok.encode("xab", false, false), (Ids{259, 3 + 0x78, 264}));
     // A 0 byte is data, not the end of the text.
-    EXPECT_EQ(tok.encode(std::string_view("a\0b", 3), false, false),
-              (Ids{266, 3 + 0, 261}));
+    EXPECT_EQ(tok.encode(std::string_view("a\0b", 3), false, false), (Ids{266, 3 + 0, 261}));
 }
 
 TEST(SpmTiny, Decode) {
@@ -540,12 +542,18 @@ TEST(SpmCorrupt, EveryTruncationThrowsFormatError) {
     // Cut inside the last piece ("abc", 3 bytes): the length field runs past the end.
     const std::size_t length_field = good.size() - 3 - 4;
     expect_format_error(
-        [&] { (void)SpmTokenizer::from_llama2c(as_bytes(good.substr(0, good.size() - 1)), n, "cut.bin"); },
+        [&] {
+            (void)SpmTokenizer::from_llama2c(as_bytes(good.substr(0, good.size() - 1)), n,
+                                             "cut.bin");
+        },
         {"cut.bin at byte " + std::to_string(length_field), "token 268 of 269",
          "length 3 runs past the end"});
     // Cut inside a token header.
     expect_format_error(
-        [&] { (void)SpmTokenizer::from_llama2c(as_bytes(good.substr(0, good.size() - 9)), n, "cut.bin"); },
+        [&] {
+            (void)SpmTokenizer::from_llama2c(as_bytes(good.substr(0, good.size() - 9)), n,
+                                             "cut.bin");
+        },
         {"cut.bin at byte " + std::to_string(good.size() - 3 - 8), "token 268 of 269",
          "need 8 bytes for its score and length, only 2 left"});
     // A vocab_size larger than the file: truncated after the last real token.
@@ -586,9 +594,10 @@ TEST(SpmCorrupt, BadLengthsAndTrailingData) {
         {"negmax.bin at byte 0", "max_token_length is negative (-7)"});
 
     // vocab_size smaller than the file: trailing data.
-    expect_format_error([&] { (void)SpmTokenizer::from_llama2c(as_bytes(good), n - 1, "small.bin"); },
-                        {"small.bin at byte " + std::to_string(good.size() - 3 - 8),
-                         std::to_string(3 + 8) + " trailing bytes after the last of 268 tokens"});
+    expect_format_error(
+        [&] { (void)SpmTokenizer::from_llama2c(as_bytes(good), n - 1, "small.bin"); },
+        {"small.bin at byte " + std::to_string(good.size() - 3 - 8),
+         std::to_string(3 + 8) + " trailing bytes after the last of 268 tokens"});
     expect_format_error(
         [&] { (void)SpmTokenizer::from_llama2c(as_bytes(good + "x"), n, "trail.bin"); },
         {"trail.bin at byte " + std::to_string(good.size()), "1 trailing bytes"});
@@ -671,7 +680,8 @@ TEST(SpmTok512, GoldenPromptIds) {
     while (std::getline(in, line)) {
         if (line.rfind("# tokens:", 0) == 0) ids = parse_ids(line.substr(9));
     }
-    ASSERT_EQ(ids, (Ids{1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426}));
+    ASSERT_EQ(ids,
+              (Ids{1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426}));
     const std::string text = "Once upon a time, there was a little girl named Lily.";
     EXPECT_EQ(tok.decode(ids), text);
     EXPECT_EQ(tok.encode(text, true, false), ids);

@@ -36,7 +36,8 @@ TEST(Dataset, ExamplesAlignTargetsWithIds) {
 
 TEST(Dataset, BatchesArePaddedAndShuffledDeterministically) {
     Dataset data;
-    for (int i = 0; i < 10; ++i) data.add(causal_lm_example(std::vector<std::int32_t>(std::size_t(2 + i % 3), i)));
+    for (int i = 0; i < 10; ++i)
+        data.add(causal_lm_example(std::vector<std::int32_t>(std::size_t(2 + i % 3), i)));
     const auto a = data.batches(4, 7, 0), b = data.batches(4, 7, 0), c = data.batches(4, 7, 1);
     EXPECT_EQ(a, b);
     EXPECT_NE(a, c) << "another epoch, another order";
@@ -59,7 +60,8 @@ TEST(Dataset, BatchesArePaddedAndShuffledDeterministically) {
 TEST(Dataset, JsonlAndTsvReaders) {
     const fs::path dir = fs::temp_directory_path() / "softprompt_train_test";
     fs::create_directories(dir);
-    std::ofstream(dir / "a.jsonl") << "{\"text\": \"hello\", \"label\": 1}\n\n{\"text\": \"w\\u00f6rld\", \"label\": 0}\n";
+    std::ofstream(dir / "a.jsonl")
+        << "{\"text\": \"hello\", \"label\": 1}\n\n{\"text\": \"w\\u00f6rld\", \"label\": 0}\n";
     const auto jsonl = read_jsonl((dir / "a.jsonl").string());
     ASSERT_EQ(jsonl.size(), 2u);
     EXPECT_EQ(jsonl[1].at("text"), "w\xc3\xb6rld");
@@ -71,7 +73,8 @@ TEST(Dataset, JsonlAndTsvReaders) {
     } catch (const FormatError& e) {
         EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos) << e.what();
     }
-    std::ofstream(dir / "a.tsv") << "label\tid\ttext\n1\tx\tline one\\nline two\n0\ty\ttab\\there\n";
+    std::ofstream(dir / "a.tsv")
+        << "label\tid\ttext\n1\tx\tline one\\nline two\n0\ty\ttab\\there\n";
     const auto tsv = read_tsv((dir / "a.tsv").string());
     ASSERT_EQ(tsv.size(), 2u);
     EXPECT_EQ(tsv[0].at("text"), "line one\nline two");
@@ -100,15 +103,28 @@ Dataset toy_data(std::uint64_t seed, int n, Index vocab) {
 TEST(Trainer, LearnsAndStopAndResumeIsBitExact) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<nn::Llama>();
-    const Dataset train = toy_data(1, 24, g.config.vocab_size), eval = toy_data(2, 8, g.config.vocab_size);
-    const TrainerOptions options{.epochs = 6, .max_steps = 0, .batch_size = 4, .grad_accumulation = 2,
-                                 .max_grad_norm = 1.0, .schedule = optim::LrSchedule::warmup_cosine(0.1, 2, 18),
-                                 .eval_every = 3, .patience = 0, .keep_best = false, .seed = 11, .shuffle = true,
-                                 .pad_id = 0, .metrics_csv = {}, .progress = ProgressMode::kSilent};
+    const Dataset train = toy_data(1, 24, g.config.vocab_size),
+                  eval = toy_data(2, 8, g.config.vocab_size);
+    const TrainerOptions options{.epochs = 6,
+                                 .max_steps = 0,
+                                 .batch_size = 4,
+                                 .grad_accumulation = 2,
+                                 .max_grad_norm = 1.0,
+                                 .schedule = optim::LrSchedule::warmup_cosine(0.1, 2, 18),
+                                 .eval_every = 3,
+                                 .patience = 0,
+                                 .keep_best = false,
+                                 .seed = 11,
+                                 .shuffle = true,
+                                 .pad_id = 0,
+                                 .metrics_csv = {},
+                                 .progress = ProgressMode::kSilent};
     auto make_method = [&]() {
         Rng rng(3);
         return std::make_unique<peft::PrefixTuning<float>>(
-            g.config, peft::PrefixTuningOptions{.num_virtual_tokens = 3, .projection = true, .encoder_hidden_size = 8},
+            g.config,
+            peft::PrefixTuningOptions{
+                .num_virtual_tokens = 3, .projection = true, .encoder_hidden_size = 8},
             rng);
     };
     // Uninterrupted.
@@ -139,23 +155,35 @@ TEST(Trainer, LearnsAndStopAndResumeIsBitExact) {
         const Mat<float>& a = p1[i]->value();
         const Mat<float>& b = p3[i]->value();
         ASSERT_EQ(a.size(), b.size());
-        EXPECT_EQ(std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())), 0) << p1[i]->name();
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())), 0)
+            << p1[i]->name();
     }
 }
 
 TEST(Trainer, EarlyStoppingBestParametersAndCsv) {
     const Golden<float> g("golden_gpt2.json");
     const auto model = g.model<nn::Gpt2>();
-    const Dataset train = toy_data(3, 16, g.config.vocab_size), eval = toy_data(4, 6, g.config.vocab_size);
+    const Dataset train = toy_data(3, 16, g.config.vocab_size),
+                  eval = toy_data(4, 6, g.config.vocab_size);
     const fs::path csv = fs::temp_directory_path() / "softprompt_train_metrics.csv";
     peft::PromptTuning<float> method(g.config, Mat<float>::Zero(2, g.config.dim));
     // A learning rate far too large: evaluation loss soon stops improving.
     optim::Sgd<float> sgd(method.parameters(), {.lr = 50.0});
     Trainer<nn::Gpt2, float> trainer(model, method, sgd,
-                                     {.epochs = 0, .max_steps = 40, .batch_size = 4, .grad_accumulation = 1,
-                                      .max_grad_norm = 0, .schedule = {}, .eval_every = 1, .patience = 3,
-                                      .keep_best = true, .seed = 0, .shuffle = true, .pad_id = 0,
-                                      .metrics_csv = csv.string(), .progress = ProgressMode::kSilent});
+                                     {.epochs = 0,
+                                      .max_steps = 40,
+                                      .batch_size = 4,
+                                      .grad_accumulation = 1,
+                                      .max_grad_norm = 0,
+                                      .schedule = {},
+                                      .eval_every = 1,
+                                      .patience = 3,
+                                      .keep_best = true,
+                                      .seed = 0,
+                                      .shuffle = true,
+                                      .pad_id = 0,
+                                      .metrics_csv = csv.string(),
+                                      .progress = ProgressMode::kSilent});
     const TrainReport r = trainer.fit(train, &eval);
     EXPECT_TRUE(r.early_stopped);
     EXPECT_LT(r.steps, 40);
@@ -164,7 +192,8 @@ TEST(Trainer, EarlyStoppingBestParametersAndCsv) {
     std::ifstream in(csv);
     std::string header, line;
     std::getline(in, header);
-    EXPECT_EQ(header, "step,epoch,lr,loss,eval_loss,eval_perplexity,eval_token_accuracy,tokens_per_second");
+    EXPECT_EQ(header,
+              "step,epoch,lr,loss,eval_loss,eval_perplexity,eval_token_accuracy,tokens_per_second");
     int rows = 0;
     while (std::getline(in, line)) ++rows;
     EXPECT_EQ(rows, r.steps);
@@ -174,7 +203,8 @@ TEST(Trainer, EarlyStoppingBestParametersAndCsv) {
 // An optimizer whose third update diverges (writes NaN), as a too-large learning rate would.
 class DivergingSgd : public optim::Optimizer<float> {
 public:
-    explicit DivergingSgd(ParamList params) : optim::Optimizer<float>("diverging", std::move(params), 0.1) {}
+    explicit DivergingSgd(ParamList params)
+        : optim::Optimizer<float>("diverging", std::move(params), 0.1) {}
     void step() override {
         ++updates_;
         for (auto* p : params()) p->value() -= (updates_ == 3 ? NAN : 0.1f) * p->grad();
@@ -189,13 +219,24 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodParameters) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<nn::Llama>();
     const Dataset train = toy_data(5, 8, g.config.vocab_size);
-    peft::PrefixTuning<float> method(g.config, Mat<float>::Constant(2, g.config.n_layers * 2 * g.config.kv_dim(), 0.1f));
+    peft::PrefixTuning<float> method(
+        g.config, Mat<float>::Constant(2, g.config.n_layers * 2 * g.config.kv_dim(), 0.1f));
     DivergingSgd sgd(method.parameters());
     Trainer<nn::Llama, float> trainer(model, method, sgd,
-                                      {.epochs = 0, .max_steps = 5, .batch_size = 4, .grad_accumulation = 1,
-                                       .max_grad_norm = 0, .schedule = {}, .eval_every = 0, .patience = 0,
-                                       .keep_best = false, .seed = 0, .shuffle = true, .pad_id = 0,
-                                       .metrics_csv = {}, .progress = ProgressMode::kSilent});
+                                      {.epochs = 0,
+                                       .max_steps = 5,
+                                       .batch_size = 4,
+                                       .grad_accumulation = 1,
+                                       .max_grad_norm = 0,
+                                       .schedule = {},
+                                       .eval_every = 0,
+                                       .patience = 0,
+                                       .keep_best = false,
+                                       .seed = 0,
+                                       .shuffle = true,
+                                       .pad_id = 0,
+                                       .metrics_csv = {},
+                                       .progress = ProgressMode::kSilent});
     // Two good steps, then the third update writes NaN and the fourth step's loss is NaN.
     trainer.fit(train, nullptr, /*stop_after=*/2);
     const Mat<float> last_good = method.direct().value();
@@ -206,7 +247,33 @@ TEST(Trainer, NonFiniteLossStopsAndKeepsTheLastGoodParameters) {
         EXPECT_NE(std::string(e.what()).find("step 4"), std::string::npos) << e.what();
     }
     EXPECT_TRUE(method.direct().value().allFinite());
-    EXPECT_EQ(std::memcmp(method.direct().value().data(), last_good.data(), sizeof(float) * std::size_t(last_good.size())), 0);
+    EXPECT_EQ(std::memcmp(method.direct().value().data(), last_good.data(),
+                          sizeof(float) * std::size_t(last_good.size())),
+              0);
+}
+
+TEST(Metrics, LabelAccuracyComparesTheCandidateLabelTokens) {
+    const Golden<float> g("golden_gpt2.json");
+    const auto model = g.model<nn::Gpt2>();
+    Dataset data;
+    Rng rng(8);
+    for (int i = 0; i < 10; ++i) {
+        std::vector<std::int32_t> input(3);
+        for (auto& id : input) id = std::int32_t(rng.below(32));
+        data.add(input_target_example(input, {i % 2 == 0 ? 7 : 11, 3}));
+    }
+    // The reference: logits after each input's last token, label 7 against label 11.
+    int right = 0;
+    for (const Example& e : data.examples()) {
+        autograd::Tape<float> t;
+        nn::TokenBatch one{.batch = 1, .seq = Index(e.ids.size()), .ids = e.ids, .lengths = {}, .targets = {}};
+        const Mat<float> logits = nn::forward(t, model, one, {}, nn::LogitsRequest::kRealPositions).logits.value();
+        const Index last_input = 2;
+        const std::int32_t predicted = logits(last_input, 7) > logits(last_input, 11) ? 7 : 11;
+        right += predicted == e.targets[std::size_t(last_input)] ? 1 : 0;
+    }
+    EXPECT_DOUBLE_EQ((label_accuracy<nn::Gpt2, float>(model, nullptr, data, {7, 11}, 4)), right / 10.0);
+    EXPECT_DOUBLE_EQ((label_accuracy<nn::Gpt2, float>(model, nullptr, data, {7}, 4)), 0.5);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -221,19 +288,26 @@ struct StoryTask {
 
 StoryTask story_task() {
     const fs::path assets = softprompt::testing::assets_dir();
-    StoryTask task{tok::SpmTokenizer::from_llama2c((assets / "tokenizers" / "tok512.bin").string(), 512), {}, {}, {}};
+    StoryTask task{
+        tok::SpmTokenizer::from_llama2c((assets / "tokenizers" / "tok512.bin").string(), 512),
+        {},
+        {},
+        {}};
     task.answer = task.tokenizer.encode(" Zog.", false, false);
     // encode() adds SentencePiece's dummy-prefix space to the text: drop it from the answer.
     const std::vector<std::int32_t> dummy = task.tokenizer.encode(".", false, false);
     task.answer = task.tokenizer.encode("Zog.", false, false);
-    const char* who[] = {"little girl", "little boy", "big dog", "small cat", "happy bird", "old man",
-                         "kind lady", "tiny bunny", "brave boy", "shy girl", "funny frog", "big bear"};
+    const char* who[] = {"little girl", "little boy", "big dog",    "small cat",
+                         "happy bird",  "old man",    "kind lady",  "tiny bunny",
+                         "brave boy",   "shy girl",   "funny frog", "big bear"};
     const char* where[] = {"in a small house", "near the park", "in the forest", "by the sea"};
     int n = 0;
     for (const char* w : who)
         for (const char* place : where) {
-            const std::string input = std::string("Once upon a time, there was a ") + w + " " + place + ". Its name was";
-            const Example e = input_target_example(task.tokenizer.encode(input, true, false), task.answer);
+            const std::string input =
+                std::string("Once upon a time, there was a ") + w + " " + place + ". Its name was";
+            const Example e =
+                input_target_example(task.tokenizer.encode(input, true, false), task.answer);
             (n++ % 4 == 3 ? task.heldout : task.train).add(e);
         }
     (void)dummy;
@@ -250,21 +324,33 @@ void expect_method_learns(const char* name, MakeMethod make_method, double lr) {
     const EvalResult base = evaluate<nn::Llama, float>(model, nullptr, task.heldout);
     optim::Adam<float> adam(method->parameters(), {.lr = lr});
     Trainer<nn::Llama, float> trainer(model, *method, adam,
-                                      {.epochs = 0, .max_steps = 60, .batch_size = 8, .grad_accumulation = 1,
-                                       .max_grad_norm = 1.0, .schedule = {}, .eval_every = 0, .patience = 0,
-                                       .keep_best = false, .seed = 1, .shuffle = true, .pad_id = 0,
-                                       .metrics_csv = {}, .progress = ProgressMode::kSilent});
+                                      {.epochs = 0,
+                                       .max_steps = 60,
+                                       .batch_size = 8,
+                                       .grad_accumulation = 1,
+                                       .max_grad_norm = 1.0,
+                                       .schedule = {},
+                                       .eval_every = 0,
+                                       .patience = 0,
+                                       .keep_best = false,
+                                       .seed = 1,
+                                       .shuffle = true,
+                                       .pad_id = 0,
+                                       .metrics_csv = {},
+                                       .progress = ProgressMode::kSilent});
     trainer.fit(task.train);
     const EvalResult after = evaluate(model, method.get(), task.heldout);
-    EXPECT_LT(after.loss, 0.25 * base.loss) << name << ": held-out loss " << after.loss << " vs base " << base.loss;
+    EXPECT_LT(after.loss, 0.25 * base.loss)
+        << name << ": held-out loss " << after.loss << " vs base " << base.loss;
     EXPECT_GE(exact_match(model, method.get(), task.heldout), 0.9) << name;
-    EXPECT_EQ((exact_match<nn::Llama, float>(model, nullptr, task.heldout)), 0.0) << "the base model never says Zog";
+    EXPECT_EQ((exact_match<nn::Llama, float>(model, nullptr, task.heldout)), 0.0)
+        << "the base model never says Zog";
 
     // The behaviour shows in generated text.
     auto served = serve(model, *method);
     nn::GenerationRequest<float> request;
-    request.prompt = task.tokenizer.encode("Once upon a time, there was a funny dog in a big garden. Its name was", true,
-                                           false);
+    request.prompt = task.tokenizer.encode(
+        "Once upon a time, there was a funny dog in a big garden. Its name was", true, false);
     request.adapter = served.cache.length() > 0 ? &served.cache : nullptr;
     request.max_new_tokens = int(task.answer.size());
     const auto generated = nn::generate(served.model, std::vector{request})[0].tokens;
@@ -273,45 +359,72 @@ void expect_method_learns(const char* name, MakeMethod make_method, double lr) {
 }
 
 TEST(Stories260K, PromptTuningLearnsTheName) {
-    expect_method_learns("prompt tuning", [](const auto& model, const StoryTask& task) {
-        return std::make_unique<peft::PromptTuning<float>>(
-            model.config, peft::init_from_text(model, task.tokenizer.encode("a story", false, false), 8));
-    }, 0.05);
+    expect_method_learns(
+        "prompt tuning",
+        [](const auto& model, const StoryTask& task) {
+            return std::make_unique<peft::PromptTuning<float>>(
+                model.config,
+                peft::init_from_text(model, task.tokenizer.encode("a story", false, false), 8));
+        },
+        0.05);
 }
 
 TEST(Stories260K, PrefixTuningDirectLearnsTheName) {
-    expect_method_learns("prefix tuning", [](const auto& model, const StoryTask& task) {
-        return std::make_unique<peft::PrefixTuning<float>>(
-            model.config, peft::init_prefix_from_text(model, task.tokenizer.encode("a story", false, false), 8));
-    }, 0.05);
+    expect_method_learns(
+        "prefix tuning",
+        [](const auto& model, const StoryTask& task) {
+            return std::make_unique<peft::PrefixTuning<float>>(
+                model.config, peft::init_prefix_from_text(
+                                  model, task.tokenizer.encode("a story", false, false), 8));
+        },
+        0.05);
 }
 
 TEST(Stories260K, PrefixTuningReparameterisedLearnsTheName) {
-    expect_method_learns("prefix tuning (MLP)", [](const auto& model, const StoryTask&) {
-        Rng rng(1);
-        return std::make_unique<peft::PrefixTuning<float>>(
-            model.config, peft::PrefixTuningOptions{.num_virtual_tokens = 8, .projection = true, .encoder_hidden_size = 64},
-            rng);
-    }, 0.01);
+    expect_method_learns(
+        "prefix tuning (MLP)",
+        [](const auto& model, const StoryTask&) {
+            Rng rng(1);
+            return std::make_unique<peft::PrefixTuning<float>>(
+                model.config,
+                peft::PrefixTuningOptions{
+                    .num_virtual_tokens = 8, .projection = true, .encoder_hidden_size = 64},
+                rng);
+        },
+        0.01);
 }
 
 TEST(Stories260K, PTuningLearnsTheName) {
-    expect_method_learns("p-tuning", [](const auto& model, const StoryTask&) {
-        Rng rng(2);
-        return std::make_unique<peft::PTuning<float>>(
-            model.config, peft::PTuningOptions{.num_virtual_tokens = 8, .encoder = peft::PromptEncoderType::kMlp,
-                                               .encoder_hidden_size = 64, .encoder_num_layers = 2},
-            rng);
-    }, 0.01);
+    expect_method_learns(
+        "p-tuning",
+        [](const auto& model, const StoryTask&) {
+            Rng rng(2);
+            return std::make_unique<peft::PTuning<float>>(
+                model.config,
+                peft::PTuningOptions{.num_virtual_tokens = 8,
+                                     .encoder = peft::PromptEncoderType::kMlp,
+                                     .encoder_hidden_size = 64,
+                                     .encoder_num_layers = 2},
+                rng);
+        },
+        0.01);
 }
 
 TEST(Stories260K, LoraLearnsTheName) {
-    expect_method_learns("lora", [](const auto& model, const StoryTask&) {
-        Rng rng(3);
-        return std::make_unique<peft::Lora<nn::Llama, float>>(
-            model.config, peft::LoraOptions{.rank = 4, .alpha = 8, .query = true, .key = false, .value = true, .output = true},
-            rng);
-    }, 0.01);
+    expect_method_learns(
+        "lora",
+        [](const auto& model, const StoryTask&) {
+            Rng rng(3);
+            return std::make_unique<peft::Lora<nn::Llama, float>>(model.config,
+                                                                  peft::LoraOptions{.rank = 4,
+                                                                                    .alpha = 8,
+                                                                                    .query = true,
+                                                                                    .key = false,
+                                                                                    .value = true,
+                                                                                    .output = true},
+                                                                  rng);
+        },
+        0.01);
 }
 
 }  // namespace

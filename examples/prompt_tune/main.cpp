@@ -30,14 +30,16 @@ struct DataOptions {
     std::map<std::string, std::string> labels;  // target value -> words
 };
 
-train::Dataset load_data(const std::string& path, const DataOptions& o, const tok::SpmTokenizer& tokenizer,
-                         std::size_t max_tokens) {
+train::Dataset load_data(const std::string& path, const DataOptions& o,
+                         const tok::SpmTokenizer& tokenizer, std::size_t max_tokens) {
     const bool tsv = path.size() > 4 && path.substr(path.size() - 4) == ".tsv";
-    const std::vector<train::Record> records = tsv ? train::read_tsv(path) : train::read_jsonl(path);
+    const std::vector<train::Record> records =
+        tsv ? train::read_tsv(path) : train::read_jsonl(path);
     train::Dataset data;
     for (std::size_t i = 0; i < records.size(); ++i) {
         if (!o.text_field.empty()) {
-            std::vector<std::int32_t> ids = tokenizer.encode(train::field(records[i], o.text_field, i), true, false);
+            std::vector<std::int32_t> ids =
+                tokenizer.encode(train::field(records[i], o.text_field, i), true, false);
             if (ids.size() > max_tokens) ids.resize(max_tokens);
             if (ids.size() >= 2) data.add(train::causal_lm_example(std::move(ids)));
             continue;
@@ -45,18 +47,23 @@ train::Dataset load_data(const std::string& path, const DataOptions& o, const to
         std::string target = train::field(records[i], o.target_field, i);
         if (!o.labels.empty()) {
             const auto it = o.labels.find(target);
-            if (it == o.labels.end()) throw ConfigError("record " + std::to_string(i) + ": no --label for value '" + target + "'");
+            if (it == o.labels.end())
+                throw ConfigError("record " + std::to_string(i) + ": no --label for value '" +
+                                  target + "'");
             target = it->second;
         }
-        std::vector<std::int32_t> input =
-            tokenizer.encode(train::field(records[i], o.input_field, i) + o.input_suffix, true, false);
+        std::vector<std::int32_t> input = tokenizer.encode(
+            train::field(records[i], o.input_field, i) + o.input_suffix, true, false);
         // The target continues the input: encode it without SentencePiece's dummy-prefix space.
         std::vector<std::int32_t> answer = tokenizer.encode(o.target_prefix + target, false, false);
-        if (!answer.empty() && answer.front() == tokenizer.find(" ").value_or(-1)) answer.erase(answer.begin());
+        if (!answer.empty() && answer.front() == tokenizer.find(" ").value_or(-1))
+            answer.erase(answer.begin());
         if (input.size() + answer.size() > max_tokens) {
             // Keep the end of the input (where the question is) and the whole target.
-            const std::size_t keep = max_tokens > answer.size() + 1 ? max_tokens - answer.size() : 1;
-            input.erase(input.begin() + 1, input.end() - std::ptrdiff_t(std::min(keep - 1, input.size() - 1)));
+            const std::size_t keep =
+                max_tokens > answer.size() + 1 ? max_tokens - answer.size() : 1;
+            input.erase(input.begin() + 1,
+                        input.end() - std::ptrdiff_t(std::min(keep - 1, input.size() - 1)));
         }
         data.add(train::input_target_example(input, answer));
     }
@@ -77,24 +84,39 @@ int main(int argc, char** argv) {
     std::size_t batch_size = 8, max_tokens = 256;
     std::uint64_t seed = 0;
     bool resume = false;
-    app.add_option("model", model_path, "llama2.c checkpoint")->required()->check(CLI::ExistingFile);
-    app.add_option("tokenizer", tokenizer_path, "llama2.c tokenizer.bin")->required()->check(CLI::ExistingFile);
-    app.add_option("data", data_path, "training data (.jsonl or .tsv with a header row)")->required()->check(CLI::ExistingFile);
-    app.add_option("-m,--method", method_name, "prompt | prefix | prefix-mlp | p-tuning | p-tuning-lstm | lora")
-        ->check(CLI::IsMember({"prompt", "prefix", "prefix-mlp", "p-tuning", "p-tuning-lstm", "lora"}));
+    app.add_option("model", model_path, "llama2.c checkpoint")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("tokenizer", tokenizer_path, "llama2.c tokenizer.bin")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("data", data_path, "training data (.jsonl or .tsv with a header row)")
+        ->required()
+        ->check(CLI::ExistingFile);
+    app.add_option("-m,--method", method_name,
+                   "prompt | prefix | prefix-mlp | p-tuning | p-tuning-lstm | lora")
+        ->check(
+            CLI::IsMember({"prompt", "prefix", "prefix-mlp", "p-tuning", "p-tuning-lstm", "lora"}));
     app.add_option("-o,--out", out_dir, "adapter folder to write")->required();
-    app.add_option("--text-field", data_options.text_field, "field holding a text to model (causal LM)");
+    app.add_option("--text-field", data_options.text_field,
+                   "field holding a text to model (causal LM)");
     app.add_option("--input-field", data_options.input_field, "field holding the input");
     app.add_option("--target-field", data_options.target_field, "field holding the target");
-    app.add_option("--input-suffix", data_options.input_suffix, "text appended to every input (e.g. \" Answer:\")");
-    app.add_option("--target-prefix", data_options.target_prefix, "text put before every target")->capture_default_str();
-    app.add_option("--label", label_args, "VALUE=WORDS: the target words for a target value (repeatable)");
-    app.add_option("--eval", eval_path, "held-out data in the same format")->check(CLI::ExistingFile);
-    app.add_option("-p,--virtual-tokens", virtual_tokens, "virtual tokens (prompt methods)")->capture_default_str();
+    app.add_option("--input-suffix", data_options.input_suffix,
+                   "text appended to every input (e.g. \" Answer:\")");
+    app.add_option("--target-prefix", data_options.target_prefix, "text put before every target")
+        ->capture_default_str();
+    app.add_option("--label", label_args,
+                   "VALUE=WORDS: the target words for a target value (repeatable)");
+    app.add_option("--eval", eval_path, "held-out data in the same format")
+        ->check(CLI::ExistingFile);
+    app.add_option("-p,--virtual-tokens", virtual_tokens, "virtual tokens (prompt methods)")
+        ->capture_default_str();
     app.add_option("--rank", lora_rank, "LoRA rank")->capture_default_str();
     app.add_option("--steps", steps, "optimizer steps (overrides --epochs)");
     app.add_option("--epochs", epochs, "epochs")->capture_default_str();
-    app.add_option("--lr", lr, "peak learning rate (AdamW, linear warm-up and decay)")->capture_default_str();
+    app.add_option("--lr", lr, "peak learning rate (AdamW, linear warm-up and decay)")
+        ->capture_default_str();
     app.add_option("--batch-size", batch_size, "examples per batch")->capture_default_str();
     app.add_option("--max-tokens", max_tokens, "longest example, in tokens")->capture_default_str();
     app.add_option("--seed", seed, "seed for initialisation and data order")->capture_default_str();
@@ -102,17 +124,22 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        if (data_options.text_field.empty() == (data_options.input_field.empty() || data_options.target_field.empty()))
+        if (data_options.text_field.empty() ==
+            (data_options.input_field.empty() || data_options.target_field.empty()))
             throw ConfigError("give either --text-field, or both --input-field and --target-field");
         for (const std::string& l : label_args) {
             const auto eq = l.find('=');
-            if (eq == std::string::npos) throw ConfigError("--label '" + l + "': expected VALUE=WORDS");
+            if (eq == std::string::npos)
+                throw ConfigError("--label '" + l + "': expected VALUE=WORDS");
             data_options.labels[l.substr(0, eq)] = l.substr(eq + 1);
         }
         const auto model = io::load_llama2c<float>(model_path);
-        const auto tokenizer = tok::SpmTokenizer::from_llama2c(tokenizer_path, std::int32_t(model.config.vocab_size));
+        const auto tokenizer =
+            tok::SpmTokenizer::from_llama2c(tokenizer_path, std::int32_t(model.config.vocab_size));
         const train::Dataset data = load_data(data_path, data_options, tokenizer, max_tokens);
-        const train::Dataset eval = eval_path.empty() ? train::Dataset() : load_data(eval_path, data_options, tokenizer, max_tokens);
+        const train::Dataset eval = eval_path.empty()
+                                        ? train::Dataset()
+                                        : load_data(eval_path, data_options, tokenizer, max_tokens);
 
         Rng rng(seed);
         std::unique_ptr<peft::Method<float>> method;
@@ -121,22 +148,33 @@ int main(int argc, char** argv) {
                 model.config, peft::init_from_vocab(model, virtual_tokens, rng, 5000));
         } else if (method_name == "prefix") {
             method = std::make_unique<peft::PrefixTuning<float>>(
-                model.config, peft::init_prefix_from_text(model, tokenizer.encode("Once upon a time", true, false), virtual_tokens));
+                model.config,
+                peft::init_prefix_from_text(
+                    model, tokenizer.encode("Once upon a time", true, false), virtual_tokens));
         } else if (method_name == "prefix-mlp") {
             method = std::make_unique<peft::PrefixTuning<float>>(
-                model.config, peft::PrefixTuningOptions{.num_virtual_tokens = virtual_tokens, .projection = true, .encoder_hidden_size = 0}, rng);
+                model.config,
+                peft::PrefixTuningOptions{.num_virtual_tokens = virtual_tokens,
+                                          .projection = true,
+                                          .encoder_hidden_size = 0},
+                rng);
         } else if (method_name == "lora") {
             method = std::make_unique<peft::Lora<nn::Llama, float>>(
-                model.config, peft::LoraOptions{.rank = lora_rank, .alpha = 2.0 * double(lora_rank)}, rng);
+                model.config,
+                peft::LoraOptions{.rank = lora_rank, .alpha = 2.0 * double(lora_rank)}, rng);
         } else {
             method = std::make_unique<peft::PTuning<float>>(
                 model.config,
                 peft::PTuningOptions{.num_virtual_tokens = virtual_tokens,
-                                     .encoder = method_name == "p-tuning" ? peft::PromptEncoderType::kMlp : peft::PromptEncoderType::kLstm,
-                                     .encoder_hidden_size = 0, .encoder_num_layers = 2},
+                                     .encoder = method_name == "p-tuning"
+                                                    ? peft::PromptEncoderType::kMlp
+                                                    : peft::PromptEncoderType::kLstm,
+                                     .encoder_hidden_size = 0,
+                                     .encoder_num_layers = 2},
                 rng);
         }
-        std::fprintf(stderr, "%s: %s\n", method_name.c_str(), peft::summarize(*method, model).to_string().c_str());
+        std::fprintf(stderr, "%s: %s\n", method_name.c_str(),
+                     peft::summarize(*method, model).to_string().c_str());
 
         optim::AdamW<float> optimizer(method->parameters(), {.lr = lr, .weight_decay = 0.0});
         train::TrainerOptions options;
@@ -149,24 +187,29 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(out_dir);
         train::Trainer<nn::Llama, float> probe(model, *method, optimizer, options);
         const std::int64_t total = probe.total_steps(data);
-        options.schedule = optim::LrSchedule::warmup_linear(lr, std::max<std::int64_t>(1, total / 10), total);
+        options.schedule =
+            optim::LrSchedule::warmup_linear(lr, std::max<std::int64_t>(1, total / 10), total);
         options.eval_every = eval.empty() ? 0 : std::max<std::int64_t>(1, total / 5);
         train::Trainer<nn::Llama, float> trainer(model, *method, optimizer, options);
-        const std::string state_path = (std::filesystem::path(out_dir) / peft::kTrainingState).string();
+        const std::string state_path =
+            (std::filesystem::path(out_dir) / peft::kTrainingState).string();
         if (resume) trainer.load_state(peft::load_training_state(state_path));
 
         if (!eval.empty()) {
             const auto base = train::evaluate<nn::Llama, float>(model, nullptr, eval);
-            std::fprintf(stderr, "base model on --eval: loss %.4f, perplexity %.2f\n", base.loss, base.perplexity);
+            std::fprintf(stderr, "base model on --eval: loss %.4f, perplexity %.2f\n", base.loss,
+                         base.perplexity);
         }
         const train::TrainReport report = trainer.fit(data, eval.empty() ? nullptr : &eval);
         peft::save_adapter(out_dir, *method, model, model_path);
         peft::save_training_state(state_path, trainer.state(), method_name);
         std::fprintf(stderr, "trained %lld steps in %.1f s (%.0f tokens/s), last loss %.4f\n",
-                     static_cast<long long>(report.steps), report.seconds, report.tokens_per_second, report.last_loss);
+                     static_cast<long long>(report.steps), report.seconds, report.tokens_per_second,
+                     report.last_loss);
         if (report.final_eval)
-            std::fprintf(stderr, "held-out: loss %.4f, perplexity %.2f, token accuracy %.1f%%\n", report.final_eval->loss,
-                         report.final_eval->perplexity, 100.0 * report.final_eval->token_accuracy);
+            std::fprintf(stderr, "held-out: loss %.4f, perplexity %.2f, token accuracy %.1f%%\n",
+                         report.final_eval->loss, report.final_eval->perplexity,
+                         100.0 * report.final_eval->token_accuracy);
         std::printf("%s\n", out_dir.c_str());
     } catch (const Error& e) {
         std::fprintf(stderr, "prompt_tune: %s\n", e.what());

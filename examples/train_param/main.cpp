@@ -1,8 +1,8 @@
 // Trains a key/value prefix for a frozen one-layer attention model with softprompt's autograd.
 //
-// The model's weights are random and read-only; only the prefix (P key rows and P value rows) learns.
-// The task: whatever the input tokens, predict token 7 at every position. The frozen model cannot do
-// that on its own; a prefix that every query attends to can steer it there.
+// The model's weights are random and read-only; only the prefix (P key rows and P value rows)
+// learns. The task: whatever the input tokens, predict token 7 at every position. The frozen model
+// cannot do that on its own; a prefix that every query attends to can steer it there.
 //
 // Usage: train_param [steps]      (default 200)
 
@@ -53,21 +53,25 @@ int main(int argc, char** argv) {
     for (auto& id : ids) id = token(gen);
     std::vector<std::int32_t> targets(ids.size(), 7);
     for (Index b = 0; b < batch; ++b)  // padded positions carry no label
-        for (Index s = lengths[std::size_t(b)]; s < seq; ++s) targets[std::size_t(b * seq + s)] = -100;
+        for (Index s = lengths[std::size_t(b)]; s < seq; ++s)
+            targets[std::size_t(b * seq + s)] = -100;
 
     Param<float> prefix_k("prefix.keys", Mat<float>::Zero(P, m.d));
     Param<float> prefix_v("prefix.values", random_matrix(P, m.d, gen, 0.1f));
     optim::Sgd<float> sgd({&prefix_k, &prefix_v}, {.lr = 0.5, .momentum = 0.9});
-    const AttentionSpec spec{.batch = batch, .seq = seq, .n_heads = m.heads,
-                             .n_kv_heads = m.heads, .head_dim = m.d / m.heads};
+    const AttentionSpec spec{.batch = batch,
+                             .seq = seq,
+                             .n_heads = m.heads,
+                             .n_kv_heads = m.heads,
+                             .head_dim = m.d / m.heads};
 
     auto forward = [&](Tape<float>& t) {
         Var<float> x = gather_rows(t, frozen(m.embed), ids);
         Var<float> h = rms_norm(t, x, frozen(m.gain), 1e-5f);
         Var<float> qkv = matmul_wt(t, h, frozen(m.qkv));
         Var<float> a = attention(t, slice_cols(t, qkv, 0, m.d), slice_cols(t, qkv, m.d, m.d),
-                                 slice_cols(t, qkv, 2 * m.d, m.d), spec, lengths,
-                                 t.param(prefix_k), t.param(prefix_v));
+                                 slice_cols(t, qkv, 2 * m.d, m.d), spec, lengths, t.param(prefix_k),
+                                 t.param(prefix_v));
         Var<float> logits = matmul_wt(t, add(t, x, a), frozen(m.head));
         return std::make_pair(cross_entropy(t, logits, targets), logits);
     };
@@ -97,8 +101,8 @@ int main(int argc, char** argv) {
         sgd.step();
         sgd.zero_grad();
     }
-    const bool untouched =
-        std::memcmp(qkv_before.data(), m.qkv.data(), sizeof(float) * std::size_t(m.qkv.size())) == 0;
+    const bool untouched = std::memcmp(qkv_before.data(), m.qkv.data(),
+                                       sizeof(float) * std::size_t(m.qkv.size())) == 0;
     std::printf("frozen weights unchanged: %s\n", untouched ? "yes" : "NO");
     return untouched ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The library's exceptions: one root (`softprompt::Error`) and one subclass per kind of failure.
-// Messages name the op / file / tensor, what was expected and what was found, so a caller can act on
-// them without a debugger. Factory functions build those messages in one place.
+// Messages name the op / file / tensor, what was expected and what was found, so a caller can act
+// on them without a debugger. Factory functions build those messages in one place.
 
 #include <cstdint>
 #include <stdexcept>

@@ -1,6 +1,6 @@
 #pragma once
-// Finite-difference gradient checker: compares the tape's gradients of a scalar loss with respect to
-// some Params against numerical derivatives, element by element.
+// Finite-difference gradient checker: compares the tape's gradients of a scalar loss with respect
+// to some Params against numerical derivatives, element by element.
 //
 // The numerical derivative is a Richardson-extrapolated central difference,
 //   D(h) = (f(x+h) − f(x−h)) / 2h,   D = (4·D(h/2) − D(h)) / 3,

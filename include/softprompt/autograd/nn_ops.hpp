@@ -73,9 +73,10 @@ Var<T> sigmoid(Tape<T>& tape, const Var<T>& x) {
     if (!x.requires_grad()) return tape.constant(std::move(y));
     auto xn = x.node();
     Mat<T> kept = y;
-    return tape.record("sigmoid", std::move(y), true, [xn, kept = std::move(kept)](const Mat<T>& dy) {
-        kernels::sigmoid_backward<T>(kept, dy, detail::grad_buffer(*xn));
-    });
+    return tape.record("sigmoid", std::move(y), true,
+                       [xn, kept = std::move(kept)](const Mat<T>& dy) {
+                           kernels::sigmoid_backward<T>(kept, dy, detail::grad_buffer(*xn));
+                       });
 }
 
 /// ReLU (P-tuning's MLP prompt encoder).
@@ -117,13 +118,15 @@ Var<T> swiglu(Tape<T>& tape, const Var<T>& gate, const Var<T>& up) {
 namespace detail {
 template <class T>
 void check_gain(const char* op, const char* name, const WeightView<T>& w, Index width) {
-    if (w.rows() != 1 || w.cols() != width) throw ShapeError::mismatch(op, name, 1, width, w.rows(), w.cols());
+    if (w.rows() != 1 || w.cols() != width)
+        throw ShapeError::mismatch(op, name, 1, width, w.rows(), w.cols());
 }
 }  // namespace detail
 
 /// LayerNorm over each row with frozen gain and bias.
 template <class T>
-Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, WeightArg<T> beta, std::type_identity_t<T> eps) {
+Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, WeightArg<T> beta,
+                  std::type_identity_t<T> eps) {
     detail::require_defined("layer_norm", x, "x");
     detail::check_gain("layer_norm", "gamma", gamma, x.cols());
     detail::check_gain("layer_norm", "beta", beta, x.cols());
@@ -131,11 +134,12 @@ Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, WeightArg<
     Eigen::VectorX<T> mean(x.rows()), rstd(x.rows());
     kernels::layer_norm_forward<T>(x.value(), gamma, beta, eps, y, mean, rstd);
     auto xn = x.node();
-    return tape.record("layer_norm", std::move(y), x.requires_grad(),
-                       [xn, gamma, mean = std::move(mean), rstd = std::move(rstd)](const Mat<T>& dy) {
-                           kernels::layer_norm_backward<T>(xn->value(), gamma, mean, rstd, dy,
-                                                           detail::grad_buffer(*xn));
-                       });
+    return tape.record(
+        "layer_norm", std::move(y), x.requires_grad(),
+        [xn, gamma, mean = std::move(mean), rstd = std::move(rstd)](const Mat<T>& dy) {
+            kernels::layer_norm_backward<T>(xn->value(), gamma, mean, rstd, dy,
+                                            detail::grad_buffer(*xn));
+        });
 }
 
 /// RMSNorm over each row with a frozen gain.
@@ -164,9 +168,10 @@ Var<T> softmax(Tape<T>& tape, const Var<T>& x) {
     if (!x.requires_grad()) return tape.constant(std::move(y));
     // Backward needs the output; keep a copy rather than a reference to this op's own node.
     Mat<T> kept = y;
-    return tape.record("softmax", std::move(y), true, [xn, kept = std::move(kept)](const Mat<T>& dy) {
-        kernels::softmax_backward<T>(kept, dy, detail::grad_buffer(*xn));
-    });
+    return tape.record("softmax", std::move(y), true,
+                       [xn, kept = std::move(kept)](const Mat<T>& dy) {
+                           kernels::softmax_backward<T>(kept, dy, detail::grad_buffer(*xn));
+                       });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,7 +223,8 @@ Var<T> attention(Tape<T>& tape, const Var<T>& q, const Var<T>& k, const Var<T>& 
     const Mat<T> no_prefix(0, spec.kv_width());
     const Mat<T>& pk = prefix_k.defined() ? prefix_k.value() : no_prefix;
     const Mat<T>& pv = prefix_v.defined() ? prefix_v.value() : no_prefix;
-    kernels::attention_check<T>("attention", q.value(), k.value(), v.value(), pk, pv, spec, lengths);
+    kernels::attention_check<T>("attention", q.value(), k.value(), v.value(), pk, pv, spec,
+                                lengths);
 
     const bool any_grad = q.requires_grad() || k.requires_grad() || v.requires_grad() ||
                           prefix_k.requires_grad() || prefix_v.requires_grad();
@@ -241,16 +247,16 @@ Var<T> attention(Tape<T>& tape, const Var<T>& q, const Var<T>& k, const Var<T>& 
             };
             kernels::attention_backward<T>(
                 qn->value(), kn->value(), vn->value(), pkn ? pkn->value() : empty_prefix,
-                pvn ? pvn->value() : empty_prefix, spec, kept, probs, dy, grad_of(qn),
-                grad_of(kn), grad_of(vn), grad_of(pkn), grad_of(pvn));
+                pvn ? pvn->value() : empty_prefix, spec, kept, probs, dy, grad_of(qn), grad_of(kn),
+                grad_of(vn), grad_of(pkn), grad_of(pvn));
         });
 }
 
 // ---------------------------------------------------------------------------------------------
 // Loss. logits: [N, V]   targets: [N], negative = ignored (PyTorch's ignore_index −100 included)
 
-/// Mean cross-entropy over the positions whose target is not ignored. Throws NumericError when every
-/// target is ignored (the mean is undefined).
+/// Mean cross-entropy over the positions whose target is not ignored. Throws NumericError when
+/// every target is ignored (the mean is undefined).
 template <class T>
 Var<T> cross_entropy(Tape<T>& tape, const Var<T>& logits, std::span<const std::int32_t> targets) {
     detail::require_defined("cross_entropy", logits, "logits");

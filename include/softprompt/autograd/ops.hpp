@@ -215,10 +215,9 @@ Var<T> concat_rows(Tape<T>& tape, const std::vector<Var<T>>& parts) {
     for (std::size_t i = 0; i < parts.size(); ++i) {
         detail::require_defined("concat_rows", parts[i], "a part");
         if (parts[i].cols() != parts[0].cols())
-            throw ShapeError::operands("concat_rows", "column counts differ", "part 0",
-                                       parts[0].rows(), parts[0].cols(),
-                                       "part " + std::to_string(i), parts[i].rows(),
-                                       parts[i].cols());
+            throw ShapeError::operands(
+                "concat_rows", "column counts differ", "part 0", parts[0].rows(), parts[0].cols(),
+                "part " + std::to_string(i), parts[i].rows(), parts[i].cols());
         rows += parts[i].rows();
         any_grad = any_grad || parts[i].requires_grad();
     }
@@ -249,9 +248,9 @@ Var<T> concat_cols(Tape<T>& tape, const std::vector<Var<T>>& parts) {
     for (std::size_t i = 0; i < parts.size(); ++i) {
         detail::require_defined("concat_cols", parts[i], "a part");
         if (parts[i].rows() != parts[0].rows())
-            throw ShapeError::operands("concat_cols", "row counts differ", "part 0", parts[0].rows(),
-                                       parts[0].cols(), "part " + std::to_string(i), parts[i].rows(),
-                                       parts[i].cols());
+            throw ShapeError::operands(
+                "concat_cols", "row counts differ", "part 0", parts[0].rows(), parts[0].cols(),
+                "part " + std::to_string(i), parts[i].rows(), parts[i].cols());
         cols += parts[i].cols();
         any_grad = any_grad || parts[i].requires_grad();
     }
@@ -355,8 +354,8 @@ Var<T> sum(Tape<T>& tape, const Var<T>& x) {
     y(0, 0) = x.value().sum();
     auto xn = x.node();
     return tape.record("sum", std::move(y), x.requires_grad(), [xn](const Mat<T>& dy) {
-        detail::accumulate_grad(*xn, Mat<T>::Constant(xn->value().rows(), xn->value().cols(),
-                                                      dy(0, 0)));
+        detail::accumulate_grad(*xn,
+                                Mat<T>::Constant(xn->value().rows(), xn->value().cols(), dy(0, 0)));
     });
 }
 
@@ -370,8 +369,8 @@ Var<T> mean(Tape<T>& tape, const Var<T>& x) {
     y(0, 0) = x.value().sum() / n;
     auto xn = x.node();
     return tape.record("mean", std::move(y), x.requires_grad(), [xn, n](const Mat<T>& dy) {
-        detail::accumulate_grad(*xn, Mat<T>::Constant(xn->value().rows(), xn->value().cols(),
-                                                      dy(0, 0) / n));
+        detail::accumulate_grad(
+            *xn, Mat<T>::Constant(xn->value().rows(), xn->value().cols(), dy(0, 0) / n));
     });
 }
 

@@ -76,7 +76,8 @@ template <class T>
 class Param {
 public:
     Param(std::string name, Mat<T> value)
-        : name_(std::move(name)), value_(std::move(value)),
+        : name_(std::move(name)),
+          value_(std::move(value)),
           grad_(Mat<T>::Zero(value_.rows(), value_.cols())) {}
 
     Param(const Param&) = delete;
@@ -148,7 +149,8 @@ public:
     }
 
     /// For ops: wrap a computed value. When any input requires a gradient, the node is recorded
-    /// with `backward`, which receives the node's gradient; otherwise `backward` is dropped unbuilt.
+    /// with `backward`, which receives the node's gradient; otherwise `backward` is dropped
+    /// unbuilt.
     template <class Backward>
     Var<T> record(const char* op, Mat<T> value, bool any_input_requires_grad, Backward&& backward) {
         auto node = std::make_shared<detail::Node<T>>();
@@ -162,9 +164,9 @@ public:
         return Var<T>(std::move(node));
     }
 
-    /// Backpropagate from a scalar loss into every trainable Param that it depends on. Each recorded
-    /// node's backward runs once, then its gradient and captured caches are freed; the tape is empty
-    /// afterwards (record a new forward pass for the next step).
+    /// Backpropagate from a scalar loss into every trainable Param that it depends on. Each
+    /// recorded node's backward runs once, then its gradient and captured caches are freed; the
+    /// tape is empty afterwards (record a new forward pass for the next step).
     void backward(const Var<T>& loss) {
         if (!loss.defined()) throw ConfigError("Tape::backward: the loss is an empty Var");
         if (loss.rows() != 1 || loss.cols() != 1)

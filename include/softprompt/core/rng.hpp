@@ -1,8 +1,8 @@
 #pragma once
 // A seeded random generator whose draws are identical on every platform: std::mt19937_64's output
 // sequence is fixed by the standard, and the conversions to uniform and normal numbers are written
-// here (the standard distributions are implementation-defined). Its state saves to text and restores,
-// so a resumed training run draws exactly what an uninterrupted one would.
+// here (the standard distributions are implementation-defined). Its state saves to text and
+// restores, so a resumed training run draws exactly what an uninterrupted one would.
 
 #include <cmath>
 #include <cstdint>

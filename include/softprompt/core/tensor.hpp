@@ -67,16 +67,18 @@ struct Weight {
     Index cols = 0;
 
     bool empty() const { return data == nullptr; }
-    WeightView<T> view() const { return WeightView<T>(data, rows, cols, Eigen::OuterStride<>(cols)); }
+    WeightView<T> view() const {
+        return WeightView<T>(data, rows, cols, Eigen::OuterStride<>(cols));
+    }
     operator WeightView<T>() const { return view(); }  // NOLINT: implicit by design
 };
 
 /// View any row-major dense matrix expression with contiguous rows as a frozen weight.
 template <class Derived>
 WeightView<typename Derived::Scalar> frozen(const Eigen::DenseBase<Derived>& m) {
-    static_assert(Derived::IsRowMajor || Derived::ColsAtCompileTime == 1 ||
-                      Derived::RowsAtCompileTime == 1,
-                  "frozen(): pass a row-major matrix (softprompt::Mat) or a block of one");
+    static_assert(
+        Derived::IsRowMajor || Derived::ColsAtCompileTime == 1 || Derived::RowsAtCompileTime == 1,
+        "frozen(): pass a row-major matrix (softprompt::Mat) or a block of one");
     const Derived& d = m.derived();
     // A row-major matrix steps rows by its outer stride; a column vector steps rows by 1.
     const Index stride = Derived::IsRowMajor ? Index(d.outerStride()) : Index(d.innerStride());

@@ -142,39 +142,72 @@ inline std::optional<GgmlTypeInfo> ggml_type_info(std::uint32_t type) {
     // retired layouts.
     constexpr std::uint32_t K = 256;
     switch (type) {
-        case 0: return GgmlTypeInfo{"F32", 1, 4};
-        case 1: return GgmlTypeInfo{"F16", 1, 2};
-        case 2: return GgmlTypeInfo{"Q4_0", 32, 2 + 16};
-        case 3: return GgmlTypeInfo{"Q4_1", 32, 2 + 2 + 16};
-        case 6: return GgmlTypeInfo{"Q5_0", 32, 2 + 4 + 16};
-        case 7: return GgmlTypeInfo{"Q5_1", 32, 2 + 2 + 4 + 16};
-        case 8: return GgmlTypeInfo{"Q8_0", 32, 2 + 32};
-        case 9: return GgmlTypeInfo{"Q8_1", 32, 4 + 4 + 32};
-        case 10: return GgmlTypeInfo{"Q2_K", K, 2 + 2 + K / 16 + K / 4};
-        case 11: return GgmlTypeInfo{"Q3_K", K, 2 + K / 4 + K / 8 + 12};
-        case 12: return GgmlTypeInfo{"Q4_K", K, 2 + 2 + K / 2 + 12};
-        case 13: return GgmlTypeInfo{"Q5_K", K, 2 + 2 + K / 2 + K / 8 + 12};
-        case 14: return GgmlTypeInfo{"Q6_K", K, 2 + K / 2 + K / 4 + K / 16};
-        case 15: return GgmlTypeInfo{"Q8_K", K, 4 + K + K / 8};
-        case 16: return GgmlTypeInfo{"IQ2_XXS", K, 2 + K / 4};
-        case 17: return GgmlTypeInfo{"IQ2_XS", K, 2 + K / 4 + K / 32};
-        case 18: return GgmlTypeInfo{"IQ3_XXS", K, 2 + K / 4 + K / 8};
-        case 19: return GgmlTypeInfo{"IQ1_S", K, 2 + K / 8 + K / 16};
-        case 20: return GgmlTypeInfo{"IQ4_NL", 32, 2 + 16};
-        case 21: return GgmlTypeInfo{"IQ3_S", K, 2 + K / 4 + K / 8 + K / 32 + 4};
-        case 22: return GgmlTypeInfo{"IQ2_S", K, 2 + K / 4 + K / 16};
-        case 23: return GgmlTypeInfo{"IQ4_XS", K, 2 + 2 + K / 2 + K / 64};
-        case 24: return GgmlTypeInfo{"I8", 1, 1};
-        case 25: return GgmlTypeInfo{"I16", 1, 2};
-        case 26: return GgmlTypeInfo{"I32", 1, 4};
-        case 27: return GgmlTypeInfo{"I64", 1, 8};
-        case 28: return GgmlTypeInfo{"F64", 1, 8};
-        case 29: return GgmlTypeInfo{"IQ1_M", K, K / 8 + K / 16 + K / 32};
-        case 30: return GgmlTypeInfo{"BF16", 1, 2};
-        case 34: return GgmlTypeInfo{"TQ1_0", K, 2 + 4 * 13};
-        case 35: return GgmlTypeInfo{"TQ2_0", K, 2 + 64};
-        case 39: return GgmlTypeInfo{"MXFP4", 32, 1 + 16};
-        default: return std::nullopt;
+        case 0:
+            return GgmlTypeInfo{"F32", 1, 4};
+        case 1:
+            return GgmlTypeInfo{"F16", 1, 2};
+        case 2:
+            return GgmlTypeInfo{"Q4_0", 32, 2 + 16};
+        case 3:
+            return GgmlTypeInfo{"Q4_1", 32, 2 + 2 + 16};
+        case 6:
+            return GgmlTypeInfo{"Q5_0", 32, 2 + 4 + 16};
+        case 7:
+            return GgmlTypeInfo{"Q5_1", 32, 2 + 2 + 4 + 16};
+        case 8:
+            return GgmlTypeInfo{"Q8_0", 32, 2 + 32};
+        case 9:
+            return GgmlTypeInfo{"Q8_1", 32, 4 + 4 + 32};
+        case 10:
+            return GgmlTypeInfo{"Q2_K", K, 2 + 2 + K / 16 + K / 4};
+        case 11:
+            return GgmlTypeInfo{"Q3_K", K, 2 + K / 4 + K / 8 + 12};
+        case 12:
+            return GgmlTypeInfo{"Q4_K", K, 2 + 2 + K / 2 + 12};
+        case 13:
+            return GgmlTypeInfo{"Q5_K", K, 2 + 2 + K / 2 + K / 8 + 12};
+        case 14:
+            return GgmlTypeInfo{"Q6_K", K, 2 + K / 2 + K / 4 + K / 16};
+        case 15:
+            return GgmlTypeInfo{"Q8_K", K, 4 + K + K / 8};
+        case 16:
+            return GgmlTypeInfo{"IQ2_XXS", K, 2 + K / 4};
+        case 17:
+            return GgmlTypeInfo{"IQ2_XS", K, 2 + K / 4 + K / 32};
+        case 18:
+            return GgmlTypeInfo{"IQ3_XXS", K, 2 + K / 4 + K / 8};
+        case 19:
+            return GgmlTypeInfo{"IQ1_S", K, 2 + K / 8 + K / 16};
+        case 20:
+            return GgmlTypeInfo{"IQ4_NL", 32, 2 + 16};
+        case 21:
+            return GgmlTypeInfo{"IQ3_S", K, 2 + K / 4 + K / 8 + K / 32 + 4};
+        case 22:
+            return GgmlTypeInfo{"IQ2_S", K, 2 + K / 4 + K / 16};
+        case 23:
+            return GgmlTypeInfo{"IQ4_XS", K, 2 + 2 + K / 2 + K / 64};
+        case 24:
+            return GgmlTypeInfo{"I8", 1, 1};
+        case 25:
+            return GgmlTypeInfo{"I16", 1, 2};
+        case 26:
+            return GgmlTypeInfo{"I32", 1, 4};
+        case 27:
+            return GgmlTypeInfo{"I64", 1, 8};
+        case 28:
+            return GgmlTypeInfo{"F64", 1, 8};
+        case 29:
+            return GgmlTypeInfo{"IQ1_M", K, K / 8 + K / 16 + K / 32};
+        case 30:
+            return GgmlTypeInfo{"BF16", 1, 2};
+        case 34:
+            return GgmlTypeInfo{"TQ1_0", K, 2 + 4 * 13};
+        case 35:
+            return GgmlTypeInfo{"TQ2_0", K, 2 + 64};
+        case 39:
+            return GgmlTypeInfo{"MXFP4", 32, 1 + 16};
+        default:
+            return std::nullopt;
     }
 }
 
@@ -270,8 +303,8 @@ public:
     [[nodiscard]] std::vector<I> as_ints() const {
         static_assert(std::is_integral_v<I> && !std::is_same_v<I, bool>);
         const Array& a = array();
-        const bool integer = a.type <= GgufType::kInt32 || a.type == GgufType::kUint64 ||
-                             a.type == GgufType::kInt64;
+        const bool integer =
+            a.type <= GgufType::kInt32 || a.type == GgufType::kUint64 || a.type == GgufType::kInt64;
         if (!integer) fail("array of integers", type_name());
         std::vector<I> out;
         out.reserve(a.size());
@@ -300,23 +333,30 @@ public:
             return std::string(buf);
         };
         switch (type_) {
-            case GgufType::kString: return quote(string_);
-            case GgufType::kBool: return std::get<std::uint64_t>(scalar_) ? "true" : "false";
+            case GgufType::kString:
+                return quote(string_);
+            case GgufType::kBool:
+                return std::get<std::uint64_t>(scalar_) ? "true" : "false";
             case GgufType::kFloat32:
-            case GgufType::kFloat64: return number(std::get<double>(scalar_));
+            case GgufType::kFloat64:
+                return number(std::get<double>(scalar_));
             case GgufType::kArray: {
                 const Array& a = *array_;
                 std::string out = "[";
                 const std::size_t shown = std::min(a.size(), max_items);
                 for (std::size_t i = 0; i < shown; ++i) {
                     if (i) out += ", ";
-                    if (!a.strings.empty()) out += quote(a.strings[i]);
-                    else if (!a.floats.empty()) out += number(a.floats[i]);
+                    if (!a.strings.empty())
+                        out += quote(a.strings[i]);
+                    else if (!a.floats.empty())
+                        out += number(a.floats[i]);
                     else if (!a.unsigned_ints.empty())
                         out += a.type == GgufType::kBool ? (a.unsigned_ints[i] ? "true" : "false")
                                                          : std::to_string(a.unsigned_ints[i]);
-                    else if (!a.signed_ints.empty()) out += std::to_string(a.signed_ints[i]);
-                    else out += a.arrays[i].to_string(max_items);
+                    else if (!a.signed_ints.empty())
+                        out += std::to_string(a.signed_ints[i]);
+                    else
+                        out += a.arrays[i].to_string(max_items);
                 }
                 if (shown < a.size()) out += ", ... (" + std::to_string(a.size()) + " items)";
                 return out + "]";
@@ -396,13 +436,13 @@ private:
 /// One tensor's record: name, ggml dims, type and where its data is.
 struct GgufTensorInfo {
     std::string name;
-    std::vector<std::uint64_t> ne;    // ggml order: ne[0] is contiguous (row-major shape reversed)
-    std::uint32_t type = 0;           // ggml type id
-    std::uint64_t offset = 0;         // relative to the data section
-    std::uint64_t data_offset = 0;    // absolute byte offset of the data in the file
+    std::vector<std::uint64_t> ne;  // ggml order: ne[0] is contiguous (row-major shape reversed)
+    std::uint32_t type = 0;         // ggml type id
+    std::uint64_t offset = 0;       // relative to the data section
+    std::uint64_t data_offset = 0;  // absolute byte offset of the data in the file
     std::uint64_t n_elements = 0;
     std::uint64_t n_bytes = 0;
-    std::uint64_t info_offset = 0;    // where this record starts in the file (for messages)
+    std::uint64_t info_offset = 0;  // where this record starts in the file (for messages)
 
     /// Row-major shape (ne reversed).
     [[nodiscard]] std::vector<std::uint64_t> shape() const { return {ne.rbegin(), ne.rend()}; }
@@ -476,7 +516,9 @@ public:
         throw FormatError::at(*path_, kv_begin_, "missing metadata key '" + std::string(key) + "'");
     }
     template <class I>
-    [[nodiscard]] I get_int(std::string_view key) const { return at(key).as_int<I>(); }
+    [[nodiscard]] I get_int(std::string_view key) const {
+        return at(key).as_int<I>();
+    }
     template <class I>
     [[nodiscard]] I get_int_or(std::string_view key, I fallback) const {
         const GgufValue* v = find(key);
@@ -566,7 +608,8 @@ public:
                     }
                 }
                 return;
-            default: return;  // check_convertible threw
+            default:
+                return;  // check_convertible threw
         }
     }
 
@@ -660,8 +703,8 @@ private:
             const std::size_t type_offset = in.offset();
             const auto type = in.read<std::uint32_t>();
             if (type > 12)
-                in.fail_at(type_offset, "metadata '" + key + "': unknown value type " +
-                                            std::to_string(type));
+                in.fail_at(type_offset,
+                           "metadata '" + key + "': unknown value type " + std::to_string(type));
             GgufValue v = read_value(in, static_cast<GgufType>(type), key, type_offset, 0);
             kv_index->emplace(key, kv->size());
             kv->push_back(std::move(v));
@@ -699,7 +742,8 @@ private:
                 const auto dim = in.read<std::uint64_t>();
                 t.ne.push_back(dim);
                 if (dim > std::uint64_t(std::numeric_limits<std::int64_t>::max()) ||
-                    (dim != 0 && t.n_elements > std::uint64_t(std::numeric_limits<std::int64_t>::max()) / dim))
+                    (dim != 0 &&
+                     t.n_elements > std::uint64_t(std::numeric_limits<std::int64_t>::max()) / dim))
                     overflow = true;
                 else
                     t.n_elements *= dim;
@@ -774,17 +818,22 @@ private:
         switch (type) {
             case GgufType::kUint8:
             case GgufType::kInt8:
-            case GgufType::kBool: return 1;
+            case GgufType::kBool:
+                return 1;
             case GgufType::kUint16:
-            case GgufType::kInt16: return 2;
+            case GgufType::kInt16:
+                return 2;
             case GgufType::kUint32:
             case GgufType::kInt32:
-            case GgufType::kFloat32: return 4;
+            case GgufType::kFloat32:
+                return 4;
             case GgufType::kString:
             case GgufType::kUint64:
             case GgufType::kInt64:
-            case GgufType::kFloat64: return 8;
-            case GgufType::kArray: return 12;
+            case GgufType::kFloat64:
+                return 8;
+            case GgufType::kArray:
+                return 12;
         }
         return 1;
     }
@@ -793,16 +842,36 @@ private:
     template <class Sink>
     void read_scalar(ByteReader& in, GgufType type, const std::string& key, Sink&& sink) const {
         switch (type) {
-            case GgufType::kUint8: sink(std::uint64_t(in.read<std::uint8_t>())); return;
-            case GgufType::kInt8: sink(std::int64_t(in.read<std::int8_t>())); return;
-            case GgufType::kUint16: sink(std::uint64_t(in.read<std::uint16_t>())); return;
-            case GgufType::kInt16: sink(std::int64_t(in.read<std::int16_t>())); return;
-            case GgufType::kUint32: sink(std::uint64_t(in.read<std::uint32_t>())); return;
-            case GgufType::kInt32: sink(std::int64_t(in.read<std::int32_t>())); return;
-            case GgufType::kUint64: sink(in.read<std::uint64_t>()); return;
-            case GgufType::kInt64: sink(in.read<std::int64_t>()); return;
-            case GgufType::kFloat32: sink(double(in.read<float>())); return;
-            case GgufType::kFloat64: sink(in.read<double>()); return;
+            case GgufType::kUint8:
+                sink(std::uint64_t(in.read<std::uint8_t>()));
+                return;
+            case GgufType::kInt8:
+                sink(std::int64_t(in.read<std::int8_t>()));
+                return;
+            case GgufType::kUint16:
+                sink(std::uint64_t(in.read<std::uint16_t>()));
+                return;
+            case GgufType::kInt16:
+                sink(std::int64_t(in.read<std::int16_t>()));
+                return;
+            case GgufType::kUint32:
+                sink(std::uint64_t(in.read<std::uint32_t>()));
+                return;
+            case GgufType::kInt32:
+                sink(std::int64_t(in.read<std::int32_t>()));
+                return;
+            case GgufType::kUint64:
+                sink(in.read<std::uint64_t>());
+                return;
+            case GgufType::kInt64:
+                sink(in.read<std::int64_t>());
+                return;
+            case GgufType::kFloat32:
+                sink(double(in.read<float>()));
+                return;
+            case GgufType::kFloat64:
+                sink(in.read<double>());
+                return;
             case GgufType::kBool: {
                 const std::size_t at = in.offset();
                 const auto b = in.read<std::uint8_t>();
@@ -812,7 +881,8 @@ private:
                 sink(std::uint64_t(b));
                 return;
             }
-            default: return;  // strings and arrays are read by the caller
+            default:
+                return;  // strings and arrays are read by the caller
         }
     }
 
@@ -839,7 +909,8 @@ private:
             const auto n = in.read<std::uint64_t>();
             if (n > in.remaining() / min_size(et))
                 in.fail_at(count_offset, "metadata '" + key + "': array of " + std::to_string(n) +
-                                             " " + gguf_type_name(et) + " values cannot fit in the " +
+                                             " " + gguf_type_name(et) +
+                                             " values cannot fit in the " +
                                              std::to_string(in.remaining()) + " bytes left");
             auto a = std::make_shared<GgufValue::Array>();
             a->type = et;
@@ -847,26 +918,31 @@ private:
             if (et == GgufType::kString) {
                 a->strings.reserve(count);
                 for (std::size_t i = 0; i < count; ++i)
-                    a->strings.push_back(read_string(
-                        in, "metadata '" + key + "' item " + std::to_string(i)));
+                    a->strings.push_back(
+                        read_string(in, "metadata '" + key + "' item " + std::to_string(i)));
             } else if (et == GgufType::kArray) {
                 a->arrays.reserve(count);
                 for (std::size_t i = 0; i < count; ++i)
                     a->arrays.push_back(read_value(in, GgufType::kArray,
-                                                   key + "[" + std::to_string(i) + "]",
-                                                   in.offset(), depth + 1));
+                                                   key + "[" + std::to_string(i) + "]", in.offset(),
+                                                   depth + 1));
             } else {
                 auto sink = [&](auto x) {
                     using X = decltype(x);
-                    if constexpr (std::is_same_v<X, std::uint64_t>) a->unsigned_ints.push_back(x);
-                    else if constexpr (std::is_same_v<X, std::int64_t>) a->signed_ints.push_back(x);
-                    else a->floats.push_back(x);
+                    if constexpr (std::is_same_v<X, std::uint64_t>)
+                        a->unsigned_ints.push_back(x);
+                    else if constexpr (std::is_same_v<X, std::int64_t>)
+                        a->signed_ints.push_back(x);
+                    else
+                        a->floats.push_back(x);
                 };
-                if (et == GgufType::kFloat32 || et == GgufType::kFloat64) a->floats.reserve(count);
+                if (et == GgufType::kFloat32 || et == GgufType::kFloat64)
+                    a->floats.reserve(count);
                 else if (et == GgufType::kInt8 || et == GgufType::kInt16 ||
                          et == GgufType::kInt32 || et == GgufType::kInt64)
                     a->signed_ints.reserve(count);
-                else a->unsigned_ints.reserve(count);
+                else
+                    a->unsigned_ints.reserve(count);
                 for (std::size_t i = 0; i < count; ++i) read_scalar(in, et, key, sink);
             }
             v.array_ = std::move(a);
@@ -921,15 +997,15 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
     const GgufValue& arch_value = file.at("general.architecture");
     const std::string& arch = arch_value.as_string();
     if (arch != "llama")
-        throw fail(arch_value.offset(), "general.architecture is '" + arch +
-                                      "'; load_gguf_llama reads 'llama' models");
+        throw fail(arch_value.offset(),
+                   "general.architecture is '" + arch + "'; load_gguf_llama reads 'llama' models");
     const std::string p = "llama.";
     auto positive = [&](const std::string& key) -> Index {
         const GgufValue& v = file.at(key);
         const auto n = v.as_int<std::int64_t>();
         if (n <= 0 || n > std::numeric_limits<std::int32_t>::max())
             throw fail(v.offset(), "metadata '" + key + "' is " + std::to_string(n) +
-                                 "; expected a positive count below 2^31");
+                                       "; expected a positive count below 2^31");
         return Index(n);
     };
 
@@ -947,38 +1023,42 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
         c.norm_eps = eps.as_number();
         if (!(c.norm_eps >= 0 && c.norm_eps < 1))
             throw fail(eps.offset(), "metadata '" + eps.key() + "' is " + eps.to_string() +
-                                   "; expected a small non-negative epsilon");
+                                         "; expected a small non-negative epsilon");
     }
     c.rope_theta = 10000.0;
     if (const GgufValue* theta = file.find(p + "rope.freq_base")) {
         c.rope_theta = theta->as_number();
         if (!(c.rope_theta > 0 && c.rope_theta < 1e30))
             throw fail(theta->offset(), "metadata '" + theta->key() + "' is " + theta->to_string() +
-                                      "; expected a positive RoPE base");
+                                            "; expected a positive RoPE base");
     }
     c.rope_layout = kernels::RopeLayout::kInterleaved;
     if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
         throw fail(file.at(p + "attention.head_count").offset(),
-             "inconsistent heads: embedding_length " + std::to_string(c.dim) + ", head_count " +
-                 std::to_string(c.n_heads) + ", head_count_kv " + std::to_string(c.n_kv_heads) +
-                 " (need dim % heads == 0 and heads % kv_heads == 0)");
+                   "inconsistent heads: embedding_length " + std::to_string(c.dim) +
+                       ", head_count " + std::to_string(c.n_heads) + ", head_count_kv " +
+                       std::to_string(c.n_kv_heads) +
+                       " (need dim % heads == 0 and heads % kv_heads == 0)");
     // What this loader cannot represent: say so instead of computing something else.
     if (const GgufValue* rd = file.find(p + "rope.dimension_count")) {
         if (rd->as_int<std::int64_t>() != c.head_dim())
             throw fail(rd->offset(), "metadata '" + rd->key() + "' is " + rd->to_string() +
-                                   " but the head dimension is " + std::to_string(c.head_dim()) +
-                                   ": partial rotary embeddings are not supported");
+                                         " but the head dimension is " +
+                                         std::to_string(c.head_dim()) +
+                                         ": partial rotary embeddings are not supported");
     }
     for (const char* key : {"attention.key_length", "attention.value_length"}) {
-        if (const GgufValue* kl = file.find(p + key); kl && kl->as_int<std::int64_t>() != c.head_dim())
+        if (const GgufValue* kl = file.find(p + key);
+            kl && kl->as_int<std::int64_t>() != c.head_dim())
             throw fail(kl->offset(), "metadata '" + kl->key() + "' is " + kl->to_string() +
-                                   ", not embedding_length / head_count = " +
-                                   std::to_string(c.head_dim()) + ": not supported");
+                                         ", not embedding_length / head_count = " +
+                                         std::to_string(c.head_dim()) + ": not supported");
     }
     if (const GgufValue* experts = file.find(p + "expert_count");
         experts && experts->as_int<std::int64_t>() > 0)
-        throw fail(experts->offset(), "metadata '" + experts->key() + "' is " + experts->to_string() +
-                                    ": mixture-of-experts models are not supported");
+        throw fail(experts->offset(), "metadata '" + experts->key() + "' is " +
+                                          experts->to_string() +
+                                          ": mixture-of-experts models are not supported");
     {
         const GgufValue* type = file.find(p + "rope.scaling.type");
         const bool none = type && type->as_string() == "none";
@@ -987,31 +1067,36 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
             if (!factor || none) continue;
             const double f = factor->as_number();
             if (f != 0.0 && f != 1.0)
-                throw fail(factor->offset(), "metadata '" + factor->key() + "' is " + factor->to_string() +
-                                           ": RoPE scaling is not supported");
+                throw fail(factor->offset(), "metadata '" + factor->key() + "' is " +
+                                                 factor->to_string() +
+                                                 ": RoPE scaling is not supported");
         }
         if (type && !none && type->as_string() != "linear")
             throw fail(type->offset(), "metadata '" + type->key() + "' is '" + type->as_string() +
-                                     "': RoPE scaling is not supported");
+                                           "': RoPE scaling is not supported");
     }
     if (const GgufTensorInfo* rf = file.find_tensor("rope_freqs.weight"))
-        throw fail(rf->info_offset, "tensor 'rope_freqs.weight' (per-frequency RoPE factors, as in "
-                              "Llama 3.1) is not supported");
+        throw fail(rf->info_offset,
+                   "tensor 'rope_freqs.weight' (per-frequency RoPE factors, as in "
+                   "Llama 3.1) is not supported");
 
     const GgufTensorInfo& embd = file.tensor("token_embd.weight");
     if (embd.ne.size() < 2 || embd.ne[1] == 0 ||
         embd.ne[1] > std::uint64_t(std::numeric_limits<std::int32_t>::max()))
         throw fail(embd.info_offset, "tensor 'token_embd.weight' is " + embd.shape_string() +
-                                   "; expected [vocab x " + std::to_string(c.dim) + "]");
+                                         "; expected [vocab x " + std::to_string(c.dim) + "]");
     c.vocab_size = Index(embd.ne[1]);
-    if (const GgufValue* vs = file.find(p + "vocab_size"); vs && vs->as_int<std::int64_t>() != c.vocab_size)
+    if (const GgufValue* vs = file.find(p + "vocab_size");
+        vs && vs->as_int<std::int64_t>() != c.vocab_size)
         throw fail(vs->offset(), "metadata '" + vs->key() + "' is " + vs->to_string() +
-                               " but token_embd.weight has " + std::to_string(c.vocab_size) + " rows");
+                                     " but token_embd.weight has " + std::to_string(c.vocab_size) +
+                                     " rows");
     c.tied_head = file.find_tensor("output.weight") == nullptr;
     try {
         c.validate();
     } catch (const ConfigError& e) {
-        throw fail(file.metadata_offset(), std::string("inconsistent hyperparameters: ") + e.what());
+        throw fail(file.metadata_offset(),
+                   std::string("inconsistent hyperparameters: ") + e.what());
     }
 
     auto storage = std::make_shared<detail::GgufStorage<T>>();
@@ -1030,8 +1115,8 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
         std::vector<std::uint64_t> expected = {std::uint64_t(cols), std::uint64_t(rows)};
         while (expected.size() > 1 && expected.back() == 1) expected.pop_back();
         if (ne != expected)
-            throw fail(t->info_offset, "tensor '" + name + "': expected " + want + ", found " +
-                                     t->shape_string());
+            throw fail(t->info_offset,
+                       "tensor '" + name + "': expected " + want + ", found " + t->shape_string());
         file.check_convertible(*t);
         used.insert(name);
         if constexpr (std::is_same_v<T, float>) {
@@ -1039,7 +1124,8 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
                 if (const float* data = file.f32_data(*t)) return Weight<T>{data, rows, cols};
             }
         }
-        std::vector<T>& buffer = storage->owned.emplace_back(static_cast<std::size_t>(t->n_elements));
+        std::vector<T>& buffer =
+            storage->owned.emplace_back(static_cast<std::size_t>(t->n_elements));
         file.read_tensor<T>(*t, std::span<T>(buffer));
         return Weight<T>{buffer.data(), rows, cols};
     };
@@ -1067,11 +1153,12 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
     w.head = c.tied_head ? w.embed : get("output.weight", c.vocab_size, d);
     for (const GgufTensorInfo& t : file.tensors()) {
         if (!used.count(t.name))
-            throw fail(t.info_offset, "unexpected tensor '" + t.name + "' " + t.shape_string() +
-                                    " for a llama model of " + std::to_string(c.n_layers) +
-                                    " layers (this loader reads token_embd, blk.N.{attn_norm, "
-                                    "attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, "
-                                    "ffn_down, ffn_up}, output_norm, output)");
+            throw fail(t.info_offset,
+                       "unexpected tensor '" + t.name + "' " + t.shape_string() +
+                           " for a llama model of " + std::to_string(c.n_layers) +
+                           " layers (this loader reads token_embd, blk.N.{attn_norm, "
+                           "attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, "
+                           "ffn_down, ffn_up}, output_norm, output)");
     }
     if (storage->owned.empty() && storage->mapping) {
         model.storage = storage->mapping;
@@ -1135,9 +1222,10 @@ inline tok::SpmTokenizer gguf_spm_tokenizer(const GgufFile& file) {
             types.push_back(static_cast<tok::SpmTokenType>(raw[i]));
         }
     }
-    for (const auto& [key, want] : {std::pair<const char*, std::int64_t>{"tokenizer.ggml.unknown_token_id", 0},
-                                    {"tokenizer.ggml.bos_token_id", 1},
-                                    {"tokenizer.ggml.eos_token_id", 2}}) {
+    for (const auto& [key, want] :
+         {std::pair<const char*, std::int64_t>{"tokenizer.ggml.unknown_token_id", 0},
+          {"tokenizer.ggml.bos_token_id", 1},
+          {"tokenizer.ggml.eos_token_id", 2}}) {
         if (const GgufValue* v = file.find(key); v && v->as_int<std::int64_t>() != want)
             throw FormatError::at(path, v->offset(),
                                   std::string("metadata '") + key + "' is " + v->to_string() +
@@ -1150,9 +1238,9 @@ inline tok::SpmTokenizer gguf_spm_tokenizer(const GgufFile& file) {
             piece.replace(at, 3, " ");
         }
     }
-    const tok::SpmOptions options{.rules = tok::SpmRules::kSentencePiece,
-                                  .add_dummy_prefix =
-                                      file.get_bool_or("tokenizer.ggml.add_space_prefix", true)};
+    const tok::SpmOptions options{
+        .rules = tok::SpmRules::kSentencePiece,
+        .add_dummy_prefix = file.get_bool_or("tokenizer.ggml.add_space_prefix", true)};
     try {
         return tok::SpmTokenizer(std::move(pieces), std::move(scores), std::move(types), options,
                                  path);
@@ -1170,11 +1258,12 @@ inline tok::SpmTokenizer load_gguf_spm_tokenizer(const std::string& path) {
 /// The raw lists of a byte-level BPE ("gpt2") vocabulary, for a BPE tokenizer to be built from.
 struct GgufBpeVocab {
     std::vector<std::string> tokens;  ///< tokenizer.ggml.tokens, as stored ("Ġthe": byte-level)
-    std::vector<std::string> merges;  ///< tokenizer.ggml.merges: "left right", highest priority first
-    std::int32_t bos = -1;            ///< tokenizer.ggml.bos_token_id; -1 when absent
-    std::int32_t eos = -1;            ///< tokenizer.ggml.eos_token_id; -1 when absent
+    std::vector<std::string>
+        merges;             ///< tokenizer.ggml.merges: "left right", highest priority first
+    std::int32_t bos = -1;  ///< tokenizer.ggml.bos_token_id; -1 when absent
+    std::int32_t eos = -1;  ///< tokenizer.ggml.eos_token_id; -1 when absent
     std::vector<std::int32_t> token_types;  ///< tokenizer.ggml.token_type; empty when absent
-    std::string pre;                  ///< tokenizer.ggml.pre (pre-tokenizer name); empty when absent
+    std::string pre;  ///< tokenizer.ggml.pre (pre-tokenizer name); empty when absent
 };
 
 /// The vocabulary of a GGUF file whose `tokenizer.ggml.model` is "gpt2". Token ids must be
@@ -1183,23 +1272,23 @@ inline GgufBpeVocab gguf_bpe_vocab(const GgufFile& file) {
     const std::string& path = file.path();
     const GgufValue& model = file.at("tokenizer.ggml.model");
     if (model.as_string() != "gpt2")
-        throw FormatError::at(path, model.offset(),
-                              "tokenizer.ggml.model is '" + model.as_string() +
-                                  "', not the byte-level BPE 'gpt2' model" +
-                                  (model.as_string() == "llama"
-                                       ? " (read a SentencePiece vocabulary with gguf_spm_tokenizer)"
-                                       : ""));
+        throw FormatError::at(
+            path, model.offset(),
+            "tokenizer.ggml.model is '" + model.as_string() +
+                "', not the byte-level BPE 'gpt2' model" +
+                (model.as_string() == "llama"
+                     ? " (read a SentencePiece vocabulary with gguf_spm_tokenizer)"
+                     : ""));
     GgufBpeVocab v;
     v.tokens = file.at("tokenizer.ggml.tokens").as_strings();
     v.merges = file.at("tokenizer.ggml.merges").as_strings();
     if (const GgufValue* t = file.find("tokenizer.ggml.token_type")) {
         v.token_types = t->as_ints<std::int32_t>();
         if (v.token_types.size() != v.tokens.size())
-            throw FormatError::at(path, t->offset(),
-                                  "metadata 'tokenizer.ggml.token_type' has " +
-                                      std::to_string(v.token_types.size()) +
-                                      " items but there are " + std::to_string(v.tokens.size()) +
-                                      " tokens");
+            throw FormatError::at(
+                path, t->offset(),
+                "metadata 'tokenizer.ggml.token_type' has " + std::to_string(v.token_types.size()) +
+                    " items but there are " + std::to_string(v.tokens.size()) + " tokens");
     }
     v.pre = file.get_string_or("tokenizer.ggml.pre", "");
     auto id = [&](const char* key) -> std::int32_t {
@@ -1219,6 +1308,8 @@ inline GgufBpeVocab gguf_bpe_vocab(const GgufFile& file) {
 }
 
 /// Maps `path` and reads its BPE vocabulary (see gguf_bpe_vocab(const GgufFile&)).
-inline GgufBpeVocab gguf_bpe_vocab(const std::string& path) { return gguf_bpe_vocab(GgufFile(path)); }
+inline GgufBpeVocab gguf_bpe_vocab(const std::string& path) {
+    return gguf_bpe_vocab(GgufFile(path));
+}
 
 }  // namespace softprompt::io

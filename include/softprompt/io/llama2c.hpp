@@ -34,14 +34,15 @@ template <class T = float>
 nn::Model<nn::Llama, T> load_llama2c(const std::string& path) {
     auto file = std::make_shared<MappedFile>(path);
     ByteReader in(file->bytes(), path);
-    const char* names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                            "seq_len"};
+    const char* names[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
+                            "n_kv_heads", "vocab_size", "seq_len"};
     std::int32_t h[7];
     for (int i = 0; i < 7; ++i) {
         h[i] = in.read<std::int32_t>();
         if (h[i] == 0 || (h[i] < 0 && i != 5) || h[i] == INT32_MIN)
             in.fail_at(std::size_t(4 * i), std::string("header field ") + names[i] + " is " +
-                                               std::to_string(h[i]) + "; expected a positive count");
+                                               std::to_string(h[i]) +
+                                               "; expected a positive count");
     }
     nn::Config c;
     c.dim = h[0];

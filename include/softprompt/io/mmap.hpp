@@ -8,8 +8,8 @@
 //   store through a cast-away const faults (SIGSEGV) instead of silently changing the model. Pages
 //   are loaded lazily by the kernel and shared with the page cache, so mapping a large model costs
 //   no copy and no up-front read. The mapping stays valid after the descriptor is closed (it is
-//   closed right after mmap) and until the MappedFile is destroyed; views into it must not outlive it.
-//   An empty file is not mapped (mmap of 0 bytes fails): data() is nullptr and size() is 0.
+//   closed right after mmap) and until the MappedFile is destroyed; views into it must not outlive
+//   it. An empty file is not mapped (mmap of 0 bytes fails): data() is nullptr and size() is 0.
 //   Caveat (POSIX): if another process truncates the file while it is mapped, touching the lost
 //   pages raises SIGBUS; replace model files by rename, never by rewriting them in place.
 //
@@ -168,9 +168,8 @@ constexpr std::string_view type_name() {
 
 /// Values ByteReader::read can decode: fixed-width integers and IEEE floats (not bool).
 template <class T>
-concept LittleEndianValue =
-    std::is_arithmetic_v<T> && !std::is_same_v<T, bool> &&
-    (sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8);
+concept LittleEndianValue = std::is_arithmetic_v<T> && !std::is_same_v<T, bool> &&
+                            (sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4 || sizeof(T) == 8);
 
 /// Bounds-checked cursor over a byte span; reads little-endian values. Does not own the bytes.
 class ByteReader {
@@ -186,7 +185,8 @@ public:
         std::array<std::byte, sizeof(T)> raw{};
         std::memcpy(raw.data(), p, sizeof(T));
         if constexpr (std::endian::native == std::endian::big) {
-            for (std::size_t i = 0; i < sizeof(T) / 2; ++i) std::swap(raw[i], raw[sizeof(T) - 1 - i]);
+            for (std::size_t i = 0; i < sizeof(T) / 2; ++i)
+                std::swap(raw[i], raw[sizeof(T) - 1 - i]);
         }
         return std::bit_cast<T>(raw);
     }

@@ -54,9 +54,8 @@ void attention_check(const char* op, ConstRef<T> q, ConstRef<T> k, ConstRef<T> v
     if (v.rows() != rows || v.cols() != spec.kv_width())
         throw ShapeError::mismatch(op, "v", rows, spec.kv_width(), v.rows(), v.cols());
     if (prefix_k.rows() != prefix_v.rows())
-        throw ShapeError::operands(op, "prefix keys and values differ", "prefix_k",
-                                   prefix_k.rows(), prefix_k.cols(), "prefix_v", prefix_v.rows(),
-                                   prefix_v.cols());
+        throw ShapeError::operands(op, "prefix keys and values differ", "prefix_k", prefix_k.rows(),
+                                   prefix_k.cols(), "prefix_v", prefix_v.rows(), prefix_v.cols());
     if (prefix_k.rows() > 0 &&
         (prefix_k.cols() != spec.kv_width() || prefix_v.cols() != spec.kv_width()))
         throw ShapeError::mismatch(op, "prefix_k", prefix_k.rows(), spec.kv_width(),
@@ -147,8 +146,7 @@ void attention_backward(ConstRef<T> q, ConstRef<T> k, ConstRef<T> v, ConstRef<T>
             if (dq.size() != 0) {
                 auto dQ = dq.block(b * spec.seq, h * hd, L, hd);
                 gemm_accumulate(dQ, dp.rightCols(L), k.block(b * spec.seq, kh * hd, L, hd));
-                if (P > 0)
-                    gemm_accumulate(dQ, dp.leftCols(P), prefix_k.block(0, kh * hd, P, hd));
+                if (P > 0) gemm_accumulate(dQ, dp.leftCols(P), prefix_k.block(0, kh * hd, P, hd));
             }
             if (dk.size() != 0)
                 gemm_accumulate(dk.block(b * spec.seq, kh * hd, L, hd), dp.rightCols(L).transpose(),

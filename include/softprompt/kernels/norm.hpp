@@ -12,8 +12,8 @@ namespace softprompt::kernels {
 /// LayerNorm: y = (x − mean) · rstd · gamma + beta, rstd = 1/√(var + eps), biased variance.
 /// Writes the per-row mean and rstd that backward needs.
 template <class T>
-void layer_norm_forward(ConstRef<T> x, const WeightView<T>& gamma, const WeightView<T>& beta,
-                        T eps, MatRef<T> y, Eigen::Ref<Eigen::VectorX<T>> mean,
+void layer_norm_forward(ConstRef<T> x, const WeightView<T>& gamma, const WeightView<T>& beta, T eps,
+                        MatRef<T> y, Eigen::Ref<Eigen::VectorX<T>> mean,
                         Eigen::Ref<Eigen::VectorX<T>> rstd) {
     const Index width = x.cols();
     for (Index r = 0; r < x.rows(); ++r) {

@@ -1,5 +1,6 @@
 #pragma once
-// Rotary position embedding (RoPE) on every head of a [N, H*hd] matrix, each row at its own position.
+// Rotary position embedding (RoPE) on every head of a [N, H*hd] matrix, each row at its own
+// position.
 //   x: [N, H*hd]    positions: [N]    cos, sin: [N, rot/2]
 // Layouts: kInterleaved rotates pairs (2i, 2i+1) as llama2.c and GGUF do; kHalfSplit rotates pairs
 // (i, i + rot/2) as Hugging Face's rotate_half does. Frequencies are θ^(−2i/rot) in both. Only the
@@ -76,8 +77,8 @@ inline void rope_check(const char* op, Index rows, Index cols, std::size_t n_pos
         throw ShapeError(std::string(op) + ": rotary_dim " + std::to_string(spec.rotated()) +
                          " must be even and at most head_dim " + std::to_string(spec.head_dim));
     if (Index(n_positions) != rows)
-        throw ShapeError(std::string(op) + ": " + std::to_string(n_positions) +
-                         " positions for " + std::to_string(rows) + " rows");
+        throw ShapeError(std::string(op) + ": " + std::to_string(n_positions) + " positions for " +
+                         std::to_string(rows) + " rows");
 }
 
 }  // namespace softprompt::kernels

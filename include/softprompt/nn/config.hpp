@@ -10,11 +10,11 @@
 namespace softprompt::nn {
 
 struct Config {
-    Index dim = 0;          // model width d
-    Index hidden_dim = 0;   // feed-forward width
+    Index dim = 0;         // model width d
+    Index hidden_dim = 0;  // feed-forward width
     Index n_layers = 0;
     Index n_heads = 0;
-    Index n_kv_heads = 0;   // < n_heads: grouped-query attention
+    Index n_kv_heads = 0;  // < n_heads: grouped-query attention
     Index vocab_size = 0;
     Index max_seq_len = 0;  // positions available (learned position table size for GPT-2)
     double norm_eps = 1e-5;
@@ -28,7 +28,9 @@ struct Config {
     /// Throws ConfigError naming the first inconsistent field.
     void validate() const {
         auto positive = [](const char* name, Index v) {
-            if (v <= 0) throw ConfigError(std::string("Config: ") + name + " must be > 0, got " + std::to_string(v));
+            if (v <= 0)
+                throw ConfigError(std::string("Config: ") + name + " must be > 0, got " +
+                                  std::to_string(v));
         };
         positive("dim", dim);
         positive("hidden_dim", hidden_dim);
@@ -38,8 +40,8 @@ struct Config {
         positive("vocab_size", vocab_size);
         positive("max_seq_len", max_seq_len);
         if (dim % n_heads != 0)
-            throw ConfigError("Config: dim " + std::to_string(dim) + " is not a multiple of n_heads " +
-                              std::to_string(n_heads));
+            throw ConfigError("Config: dim " + std::to_string(dim) +
+                              " is not a multiple of n_heads " + std::to_string(n_heads));
         if (n_heads % n_kv_heads != 0)
             throw ConfigError("Config: n_heads " + std::to_string(n_heads) +
                               " is not a multiple of n_kv_heads " + std::to_string(n_kv_heads));

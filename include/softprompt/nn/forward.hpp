@@ -27,7 +27,8 @@ struct TokenBatch {
     Index seq = 0;
     std::vector<std::int32_t> ids;      // [B*S]; padding slots may hold any valid id
     std::vector<std::int32_t> lengths;  // [B]; empty means every row is full
-    std::vector<std::int32_t> targets;  // [B*S] token to predict at each slot, < 0 ignored; may be empty
+    std::vector<std::int32_t>
+        targets;  // [B*S] token to predict at each slot, < 0 ignored; may be empty
 
     Index length(Index b) const { return lengths.empty() ? seq : Index(lengths[std::size_t(b)]); }
 
@@ -49,18 +50,21 @@ struct TokenBatch {
         for (Index b = 0; b < batch; ++b) {
             if (length(b) < 0 || length(b) > seq)
                 throw ShapeError("TokenBatch: length " + std::to_string(length(b)) + " of row " +
-                                 std::to_string(b) + " is outside [0, " + std::to_string(seq) + "]");
+                                 std::to_string(b) + " is outside [0, " + std::to_string(seq) +
+                                 "]");
             for (Index s = 0; s < length(b); ++s) {
                 const std::int32_t id = ids[std::size_t(b * seq + s)];
                 if (id < 0 || id >= c.vocab_size)
                     throw ShapeError("TokenBatch: id " + std::to_string(id) + " at row " +
                                      std::to_string(b) + ", position " + std::to_string(s) +
-                                     " is outside the vocabulary of " + std::to_string(c.vocab_size));
+                                     " is outside the vocabulary of " +
+                                     std::to_string(c.vocab_size));
                 const std::int32_t t = targets.empty() ? -1 : targets[std::size_t(b * seq + s)];
                 if (t >= c.vocab_size)
                     throw ShapeError("TokenBatch: target " + std::to_string(t) + " at row " +
                                      std::to_string(b) + ", position " + std::to_string(s) +
-                                     " is outside the vocabulary of " + std::to_string(c.vocab_size));
+                                     " is outside the vocabulary of " +
+                                     std::to_string(c.vocab_size));
             }
         }
     }
@@ -100,7 +104,7 @@ enum class LogitsRequest {
 /// ((2l + kv)·Hkv + h)·hd + j holds layer l's key (kv = 0) or value (kv = 1), head h, element j.
 template <class T>
 AdapterInput<T> split_prefix(autograd::Tape<T>& tape, const Config& c,
-                                const autograd::Var<T>& prefix) {
+                             const autograd::Var<T>& prefix) {
     const Index kv = c.kv_dim();
     if (prefix.cols() != c.n_layers * 2 * kv)
         throw ShapeError::mismatch("split_prefix", "prefix", prefix.rows(), c.n_layers * 2 * kv,
@@ -128,8 +132,11 @@ AdapterInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T>& 
         throw ShapeError("virtual_token_kv: " + std::to_string(P) +
                          " virtual tokens exceed max_seq_len " + std::to_string(c.max_seq_len));
     const std::vector<std::int32_t> positions = autograd::batch_positions(1, P, 0);
-    const autograd::AttentionSpec spec{.batch = 1, .seq = P, .n_heads = c.n_heads,
-                                       .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    const autograd::AttentionSpec spec{.batch = 1,
+                                       .seq = P,
+                                       .n_heads = c.n_heads,
+                                       .n_kv_heads = c.n_kv_heads,
+                                       .head_dim = c.head_dim()};
     AdapterInput<T> out;
     autograd::Var<T> x = Arch::place(tape, c, model.weights, prompt, positions);
     for (Index l = 0; l < c.n_layers; ++l) {
@@ -155,8 +162,9 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
     const Config& c = model.config;
     batch.validate(c);
     if (soft.prompt.defined() && !soft.keys.empty())
-        throw ConfigError("forward: give either a prompt (prompt tuning) or keys/values (prefix "
-                          "tuning), not both");
+        throw ConfigError(
+            "forward: give either a prompt (prompt tuning) or keys/values (prefix "
+            "tuning), not both");
     if (soft.keys.size() != soft.values.size() ||
         (!soft.keys.empty() && soft.keys.size() != std::size_t(c.n_layers)))
         throw ShapeError("forward: prefix tuning needs keys and values for each of the " +
@@ -173,19 +181,24 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
                          std::to_string(c.max_seq_len));
 
     // Zero virtual tokens is the base model exactly: the same ops on the same values.
-    const AdapterInput<T> prefix =
-        soft.prompt.defined() && P > 0 ? virtual_token_kv(tape, model, soft.prompt, soft.lora) : soft;
+    const AdapterInput<T> prefix = soft.prompt.defined() && P > 0
+                                       ? virtual_token_kv(tape, model, soft.prompt, soft.lora)
+                                       : soft;
     const std::vector<std::int32_t> positions =
         batch_positions(batch.batch, batch.seq, std::int32_t(P));
-    const AttentionSpec spec{.batch = batch.batch, .seq = batch.seq, .n_heads = c.n_heads,
-                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    const AttentionSpec spec{.batch = batch.batch,
+                             .seq = batch.seq,
+                             .n_heads = c.n_heads,
+                             .n_kv_heads = c.n_kv_heads,
+                             .head_dim = c.head_dim()};
     std::vector<std::int32_t> lengths(std::size_t(batch.batch));
     for (Index b = 0; b < batch.batch; ++b) lengths[std::size_t(b)] = std::int32_t(batch.length(b));
 
     Var<T> x = Arch::embed(tape, c, model.weights, batch.ids, positions);
     for (Index l = 0; l < c.n_layers; ++l) {
         const auto& layer = model.weights.layers[std::size_t(l)];
-        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions, soft.lora_of(l));
+        AttentionInputs<T> in =
+            Arch::attention_inputs(tape, c, layer, x, positions, soft.lora_of(l));
         Var<T> a = P == 0 ? attention(tape, in.q, in.k, in.v, spec, lengths)
                           : attention(tape, in.q, in.k, in.v, spec, lengths,
                                       prefix.keys[std::size_t(l)], prefix.values[std::size_t(l)]);
@@ -206,12 +219,14 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
         }
     if (out.rows.empty()) {
         if (!batch.targets.empty())
-            throw NumericError("forward: every target of the batch is ignored; the loss is undefined");
+            throw NumericError(
+                "forward: every target of the batch is ignored; the loss is undefined");
         return out;
     }
     const bool all_rows = out.rows.size() == std::size_t(batch.batch * batch.seq);
     Var<T> h = all_rows ? x : gather_rows(tape, x, std::span<const std::int32_t>(out.rows));
-    Var<T> logits = matmul_wt(tape, Arch::final_norm(tape, c, model.weights, h), model.weights.head);
+    Var<T> logits =
+        matmul_wt(tape, Arch::final_norm(tape, c, model.weights, h), model.weights.head);
     if (!batch.targets.empty()) out.loss = cross_entropy(tape, logits, row_targets);
     out.logits = logits;
     return out;

@@ -27,9 +27,11 @@ struct SamplingOptions {
 class Sampler {
 public:
     explicit Sampler(SamplingOptions options) : options_(options), rng_(options.seed) {
-        if (options_.top_k < 0) throw ConfigError("Sampler: top_k must be >= 0, got " + std::to_string(options_.top_k));
+        if (options_.top_k < 0)
+            throw ConfigError("Sampler: top_k must be >= 0, got " + std::to_string(options_.top_k));
         if (!(options_.top_p > 0 && options_.top_p <= 1))
-            throw ConfigError("Sampler: top_p must be in (0, 1], got " + std::to_string(options_.top_p));
+            throw ConfigError("Sampler: top_p must be in (0, 1], got " +
+                              std::to_string(options_.top_p));
     }
 
     /// Pick the next token from one row of logits.
@@ -46,11 +48,13 @@ public:
         std::iota(order.begin(), order.end(), 0);
         std::vector<double> prob(static_cast<std::size_t>(vocab));
         double top = -INFINITY;
-        for (Index i = 0; i < vocab; ++i) top = std::max(top, double(logits(i)) / options_.temperature);
+        for (Index i = 0; i < vocab; ++i)
+            top = std::max(top, double(logits(i)) / options_.temperature);
         for (Index i = 0; i < vocab; ++i)
             prob[std::size_t(i)] = std::exp(double(logits(i)) / options_.temperature - top);
-        std::stable_sort(order.begin(), order.end(),
-                         [&](std::int32_t a, std::int32_t b) { return prob[std::size_t(a)] > prob[std::size_t(b)]; });
+        std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+            return prob[std::size_t(a)] > prob[std::size_t(b)];
+        });
         std::size_t keep = order.size();
         if (options_.top_k > 0) keep = std::min(keep, std::size_t(options_.top_k));
         double total = 0;
@@ -83,11 +87,11 @@ private:
 
 template <class T>
 struct GenerationRequest {
-    std::vector<std::int32_t> prompt;           // token ids to prefill (at least one)
-    const PromptCache<T>* adapter = nullptr;    // soft prompt or prefix; null = the base model
+    std::vector<std::int32_t> prompt;         // token ids to prefill (at least one)
+    const PromptCache<T>* adapter = nullptr;  // soft prompt or prefix; null = the base model
     SamplingOptions sampling;
     int max_new_tokens = 64;
-    std::vector<std::int32_t> stop_tokens;      // generation ends after emitting one of these
+    std::vector<std::int32_t> stop_tokens;  // generation ends after emitting one of these
 };
 
 struct GenerationResult {

@@ -23,12 +23,12 @@ struct Gpt2 {
 
     template <class T>
     struct Layer {
-        Weight<T> ln1_gain, ln1_bias;      // [1, d]
-        Weight<T> qkv, qkv_bias;           // [d, 3d], [1, 3d]  (Conv1D: x·W + b)
-        Weight<T> proj, proj_bias;         // [d, d], [1, d]
-        Weight<T> ln2_gain, ln2_bias;      // [1, d]
-        Weight<T> fc, fc_bias;             // [d, h], [1, h]
-        Weight<T> fc_proj, fc_proj_bias;   // [h, d], [1, d]
+        Weight<T> ln1_gain, ln1_bias;     // [1, d]
+        Weight<T> qkv, qkv_bias;          // [d, 3d], [1, 3d]  (Conv1D: x·W + b)
+        Weight<T> proj, proj_bias;        // [d, d], [1, d]
+        Weight<T> ln2_gain, ln2_bias;     // [1, d]
+        Weight<T> fc, fc_bias;            // [d, h], [1, h]
+        Weight<T> fc_proj, fc_proj_bias;  // [h, d], [1, d]
     };
 
     template <class T>
@@ -82,7 +82,8 @@ struct Gpt2 {
     /// Virtual tokens get position embeddings like any input embedding.
     template <class T>
     static autograd::Var<T> place(autograd::Tape<T>& tape, const Config&, const Weights<T>& w,
-                                  const autograd::Var<T>& x, std::span<const std::int32_t> positions) {
+                                  const autograd::Var<T>& x,
+                                  std::span<const std::int32_t> positions) {
         return autograd::add(tape, x, autograd::gather_rows(tape, w.wpe, positions));
     }
 

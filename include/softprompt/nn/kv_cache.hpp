@@ -124,8 +124,11 @@ Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequen
     }
 
     Tape<T> tape;  // nothing trainable: ops compute values and record nothing
-    const AttentionSpec spec{.batch = 1, .seq = 0, .n_heads = c.n_heads,
-                             .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim()};
+    const AttentionSpec spec{.batch = 1,
+                             .seq = 0,
+                             .n_heads = c.n_heads,
+                             .n_kv_heads = c.n_kv_heads,
+                             .head_dim = c.head_dim()};
     const Mat<T> no_prefix(0, c.kv_dim());
     Var<T> x = Arch::embed(tape, c, model.weights, ids, positions);
     for (Index l = 0; l < c.n_layers; ++l) {

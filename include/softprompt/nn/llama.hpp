@@ -23,15 +23,15 @@ struct Llama {
 
     template <class T>
     struct Layer {
-        Weight<T> attn_norm;          // [1, d]
-        Weight<T> wq, wk, wv, wo;     // [H*hd, d], [Hkv*hd, d], [Hkv*hd, d], [d, H*hd]
-        Weight<T> ffn_norm;           // [1, d]
-        Weight<T> gate, up, down;     // [h, d], [h, d], [d, h]
+        Weight<T> attn_norm;       // [1, d]
+        Weight<T> wq, wk, wv, wo;  // [H*hd, d], [Hkv*hd, d], [Hkv*hd, d], [d, H*hd]
+        Weight<T> ffn_norm;        // [1, d]
+        Weight<T> gate, up, down;  // [h, d], [h, d], [d, h]
     };
 
     template <class T>
     struct Weights {
-        Weight<T> embed;       // [V, d]
+        Weight<T> embed;  // [V, d]
         std::vector<Layer<T>> layers;
         Weight<T> final_norm;  // [1, d]
         Weight<T> head;        // [V, d]; the embedding itself when tied
@@ -66,7 +66,8 @@ struct Llama {
     /// Token embeddings (positions act later, through RoPE).
     template <class T>
     static autograd::Var<T> embed(autograd::Tape<T>& tape, const Config&, const Weights<T>& w,
-                                  std::span<const std::int32_t> ids, std::span<const std::int32_t>) {
+                                  std::span<const std::int32_t> ids,
+                                  std::span<const std::int32_t>) {
         return autograd::gather_rows(tape, w.embed, ids);
     }
 
@@ -83,8 +84,10 @@ struct Llama {
                                                std::span<const std::int32_t> positions,
                                                const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
-        const RopeSpec rope_spec{.head_dim = c.head_dim(), .rotary_dim = 0,
-                                 .theta = c.rope_theta, .layout = c.rope_layout};
+        const RopeSpec rope_spec{.head_dim = c.head_dim(),
+                                 .rotary_dim = 0,
+                                 .theta = c.rope_theta,
+                                 .layout = c.rope_layout};
         Var<T> h = rms_norm(tape, x, l.attn_norm, T(c.norm_eps));
         Var<T> q = with_lora(tape, h, matmul_wt(tape, h, l.wq), lora ? &lora->q : nullptr);
         Var<T> k = with_lora(tape, h, matmul_wt(tape, h, l.wk), lora ? &lora->k : nullptr);
@@ -99,7 +102,8 @@ struct Llama {
                                          const autograd::Var<T>& attn,
                                          const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
-        Var<T> r = add(tape, x, with_lora(tape, attn, matmul_wt(tape, attn, l.wo), lora ? &lora->o : nullptr));
+        Var<T> r = add(
+            tape, x, with_lora(tape, attn, matmul_wt(tape, attn, l.wo), lora ? &lora->o : nullptr));
         Var<T> h = rms_norm(tape, r, l.ffn_norm, T(c.norm_eps));
         Var<T> ff = swiglu(tape, matmul_wt(tape, h, l.gate), matmul_wt(tape, h, l.up));
         return add(tape, r, matmul_wt(tape, ff, l.down));

@@ -1,7 +1,7 @@
 #pragma once
 // A frozen model: its configuration, read-only views of its weights, and whatever keeps the viewed
-// memory alive (a mapped file or an owned buffer). Architectures (`Gpt2`, `Llama`) define the weight
-// layout and the stages of a block; the forward passes are written once over them.
+// memory alive (a mapped file or an owned buffer). Architectures (`Gpt2`, `Llama`) define the
+// weight layout and the stages of a block; the forward passes are written once over them.
 
 #include <memory>
 
@@ -51,7 +51,8 @@ autograd::Var<T> with_lora(autograd::Tape<T>& tape, const autograd::Var<T>& x, a
                            const LoraDelta<T>* delta) {
     if (delta == nullptr || !delta->active()) return y;
     using namespace autograd;
-    return add(tape, y, scale(tape, matmul_wt(tape, matmul_wt(tape, x, delta->a), delta->b), delta->scale));
+    return add(tape, y,
+               scale(tape, matmul_wt(tape, matmul_wt(tape, x, delta->a), delta->b), delta->scale));
 }
 
 }  // namespace softprompt::nn

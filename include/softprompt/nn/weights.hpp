@@ -1,7 +1,7 @@
 #pragma once
 // Binding a model's frozen tensors by name. Loaders (llama2.c, safetensors, GGUF, test fixtures)
-// provide a `WeightLookup`: given a tensor name and the shape the architecture expects, it returns a
-// read-only view or throws a FormatError naming the tensor and both shapes.
+// provide a `WeightLookup`: given a tensor name and the shape the architecture expects, it returns
+// a read-only view or throws a FormatError naming the tensor and both shapes.
 
 #include <functional>
 #include <string>

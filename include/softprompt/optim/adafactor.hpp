@@ -1,7 +1,8 @@
 #pragma once
 // Adafactor (Shazeer & Stern 2018), with the same math as Hugging Face
 // transformers.optimization.Adafactor (itself from fairseq) — the optimizer of the prompt-tuning
-// paper (Lester et al. 2021). For a Param p with gradient g at its step t (counted per Param, from 1):
+// paper (Lester et al. 2021). For a Param p with gradient g at its step t (counted per Param, from
+// 1):
 //
 //   ρ_t  = min(1e-6·t if warmup_init else 1e-2, 1/√t)   if relative_step, else the external lr
 //   α_t  = max(ε2, RMS(p)) · ρ_t                         if scale_parameter, else ρ_t
@@ -49,7 +50,7 @@ struct AdafactorOptions {
     double weight_decay = 0;                     // >= 0, p -= weight_decay * α_t * p
     bool scale_parameter = true;                 // multiply the step size by max(eps2, RMS(p))
     bool relative_step = true;                   // step size min(1e-2, 1/√t), not an external lr
-    bool warmup_init = false;                    // relative step min(1e-6·t, 1/√t); needs relative_step
+    bool warmup_init = false;  // relative step min(1e-6·t, 1/√t); needs relative_step
 };
 
 template <class T>
@@ -160,7 +161,8 @@ public:
                 const T r_mean = T(r_sum / double(rows));
                 r_factor_.resize(std::size_t(rows));
                 c_factor_.resize(std::size_t(cols));
-                for (Index a = 0; a < rows; ++a) r_factor_[std::size_t(a)] = T(1) / std::sqrt(r[a] / r_mean);
+                for (Index a = 0; a < rows; ++a)
+                    r_factor_[std::size_t(a)] = T(1) / std::sqrt(r[a] / r_mean);
                 for (Index b = 0; b < cols; ++b) c_factor_[std::size_t(b)] = T(1) / std::sqrt(c[b]);
             } else {
                 T* v = this->tensor(s.sq).data();
@@ -184,7 +186,8 @@ public:
             const T a_t = T(alpha);
             const T decay = T(-options_.weight_decay * alpha);
             T* m = options_.beta1 ? this->tensor(s.exp_avg).data() : nullptr;
-            const T b1 = T(options_.beta1.value_or(0.0)), one_minus_b1 = T(1.0 - options_.beta1.value_or(0.0));
+            const T b1 = T(options_.beta1.value_or(0.0)),
+                    one_minus_b1 = T(1.0 - options_.beta1.value_or(0.0));
             for (Index k = 0; k < n; ++k) {
                 T u = update(k) / clip_div * a_t;
                 if (m != nullptr) {

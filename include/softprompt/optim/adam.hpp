@@ -76,14 +76,17 @@ public:
             for (Index k = 0; k < n; ++k) {
                 T grad = g[k];
                 if (weight_decay_ != 0) {
-                    if (decoupled_) p[k] = p[k] * decay;
-                    else grad = grad + wd * p[k];
+                    if (decoupled_)
+                        p[k] = p[k] * decay;
+                    else
+                        grad = grad + wd * p[k];
                 }
                 m[k] = m[k] * b1 + one_minus_b1 * grad;
                 v[k] = v[k] * b2 + one_minus_b2 * grad * grad;
                 T second = v[k];
                 if (vmax != nullptr) {
-                    vmax[k] = (vmax[k] < v[k] || std::isnan(v[k])) ? v[k] : vmax[k];  // torch.maximum
+                    vmax[k] =
+                        (vmax[k] < v[k] || std::isnan(v[k])) ? v[k] : vmax[k];  // torch.maximum
                     second = vmax[k];
                 }
                 const T denom = std::sqrt(second) / bias_correction2_sqrt + eps;
@@ -97,8 +100,12 @@ protected:
     template <class Options>
     AdamCore(const char* kind, bool decoupled, ParamList params, const Options& o)
         : Optimizer<T>(kind, std::move(params), o.lr),
-          decoupled_(decoupled), beta1_(o.beta1), beta2_(o.beta2), eps_(o.eps),
-          weight_decay_(o.weight_decay), amsgrad_(o.amsgrad) {
+          decoupled_(decoupled),
+          beta1_(o.beta1),
+          beta2_(o.beta2),
+          eps_(o.eps),
+          weight_decay_(o.weight_decay),
+          amsgrad_(o.amsgrad) {
         check_range(kind, "beta1", beta1_, 0.0, 1.0, false);
         check_range(kind, "beta2", beta2_, 0.0, 1.0, false);
         check_range(kind, "eps", eps_, 0.0, kInf, false);

@@ -49,7 +49,8 @@ double clip_grad_norm(const std::vector<autograd::Param<T>*>& params, double max
             for (Index k = 0; k < g.size(); ++k) {
                 const double v = double(g.data()[k]);
                 if (std::isfinite(v)) continue;
-                const Index r = g.cols() > 0 ? k / g.cols() : 0, c = g.cols() > 0 ? k % g.cols() : 0;
+                const Index r = g.cols() > 0 ? k / g.cols() : 0,
+                            c = g.cols() > 0 ? k % g.cols() : 0;
                 throw NumericError("clip_grad_norm: the gradient of Param '" + p->name() +
                                    "' is not finite (" + detail::format_double(v) + " at [" +
                                    std::to_string(r) + ", " + std::to_string(c) +

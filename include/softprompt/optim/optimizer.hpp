@@ -2,11 +2,13 @@
 // What every optimizer shares: the abstract interface a trainer drives, and the state it saves so
 // training resumes bit-for-bit.
 //
-//   Optimizer<T>       step() / zero_grad() / lr() / set_lr() / step_count() / state() / load_state()
-//   OptimizerState<T>  kind + named tensors + named scalars, the whole of an optimizer's memory
+//   Optimizer<T>       step() / zero_grad() / lr() / set_lr() / step_count() / state() /
+//   load_state() OptimizerState<T>  kind + named tensors + named scalars, the whole of an
+//   optimizer's memory
 //
 // Semantics shared by all optimizers (they follow torch.optim):
-//   - An optimizer takes Params. A Param whose trainable() is false when step() runs is skipped: its
+//   - An optimizer takes Params. A Param whose trainable() is false when step() runs is skipped:
+//   its
 //     value, its state and its own step count stay as they are (PyTorch skips a parameter whose
 //     .grad is None). At least one Param must be trainable at construction ("nothing to train").
 //   - Each Param keeps its own step count (bias corrections and Adafactor's schedules use it);
@@ -45,7 +47,7 @@ template <class T>
 struct OptimizerState {
     std::string kind;                                     // "sgd", "adam", "adamw", "adafactor"
     std::vector<std::pair<std::string, Mat<T>>> tensors;  // "<param name>.<slot>", in Param order
-    std::map<std::string, double> scalars;                // "step", "lr", "<param>.step", "option.*"
+    std::map<std::string, double> scalars;  // "step", "lr", "<param>.step", "option.*"
 
     /// The tensor called `name`, or nullptr.
     const Mat<T>* find(std::string_view name) const {
@@ -81,7 +83,8 @@ inline ConfigError bad_option(std::string_view who, std::string_view name, std::
 /// Throws unless lo <= value (< hi or <= hi); NaN always fails.
 inline void check_range(std::string_view who, std::string_view name, double value, double lo,
                         double hi, bool hi_inclusive) {
-    const bool ok = std::isfinite(value) && value >= lo && (hi_inclusive ? value <= hi : value < hi);
+    const bool ok =
+        std::isfinite(value) && value >= lo && (hi_inclusive ? value <= hi : value < hi);
     if (ok) return;
     std::string rule = std::isinf(hi) ? ">= " + format_double(lo)
                                       : "in [" + format_double(lo) + ", " + format_double(hi) +
@@ -169,12 +172,14 @@ public:
         }
         for (const auto& [name, m] : s.tensors)
             if (known.count(name) == 0)
-                throw ConfigError(who + ": the state has a tensor '" + name +
-                                  "' that this optimizer does not have (different Params or options?)");
+                throw ConfigError(
+                    who + ": the state has a tensor '" + name +
+                    "' that this optimizer does not have (different Params or options?)");
         // Scalars: step counts and options.
         auto scalar = [&](const std::string& name) -> double {
             const auto it = s.scalars.find(name);
-            if (it == s.scalars.end()) throw ConfigError(who + ": the state has no scalar '" + name + "'");
+            if (it == s.scalars.end())
+                throw ConfigError(who + ": the state has no scalar '" + name + "'");
             return it->second;
         };
         auto count = [&](const std::string& name) -> std::int64_t {
@@ -250,7 +255,8 @@ protected:
     /// Add a zero state tensor "<param name>.<slot>" shaped like the Param (or rows x cols);
     /// returns its index for tensor().
     std::size_t add_tensor(std::size_t param, std::string_view slot, Index rows, Index cols) {
-        tensors_.emplace_back(params_[param]->name() + "." + std::string(slot), Mat<T>::Zero(rows, cols));
+        tensors_.emplace_back(params_[param]->name() + "." + std::string(slot),
+                              Mat<T>::Zero(rows, cols));
         return tensors_.size() - 1;
     }
     std::size_t add_tensor(std::size_t param, std::string_view slot) {

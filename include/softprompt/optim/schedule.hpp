@@ -3,7 +3,7 @@
 // by torch's LambdaLR: lr = base_lr · factor(step)):
 //
 //   constant                  1                                    (get_constant_schedule)
-//   warmup_constant(W)        s/W for s < W, then 1                (get_constant_schedule_with_warmup)
+//   warmup_constant(W)        s/W for s < W, then 1 (get_constant_schedule_with_warmup)
 //   warmup_linear(W, N)       s/W for s < W, then max(0, (N − s)/(N − W))
 //                                                                  (get_linear_schedule_with_warmup)
 //   warmup_cosine(W, N, k)    s/W for s < W, then max(0, ½(1 + cos(π·k·2·(s − W)/(N − W))))
@@ -48,7 +48,8 @@ public:
     }
 
     /// Linear warm-up over `warmup_steps`, then linear decay to 0 at `total_steps`.
-    static LrSchedule warmup_linear(double lr, std::int64_t warmup_steps, std::int64_t total_steps) {
+    static LrSchedule warmup_linear(double lr, std::int64_t warmup_steps,
+                                    std::int64_t total_steps) {
         const char* who = "LrSchedule::warmup_linear";
         check_lr(who, lr);
         check_warmup(who, warmup_steps);
@@ -74,8 +75,7 @@ public:
         if (step < 0)
             throw ConfigError("LrSchedule::factor: step must be >= 0, got " + std::to_string(step));
         if (kind_ == Kind::kConstant) return 1.0;
-        if (step < warmup_)
-            return double(step) / double(std::max<std::int64_t>(1, warmup_));
+        if (step < warmup_) return double(step) / double(std::max<std::int64_t>(1, warmup_));
         switch (kind_) {
             case Kind::kWarmupLinear:
                 return std::max(0.0, double(total_ - step) /
@@ -112,12 +112,15 @@ public:
         const std::string w = ", warmup=" + std::to_string(warmup_);
         const std::string n = ", total=" + std::to_string(total_);
         switch (kind_) {
-            case Kind::kConstant: return "constant(" + lr + ")";
-            case Kind::kWarmupConstant: return "warmup_constant(" + lr + w + ")";
-            case Kind::kWarmupLinear: return "warmup_linear(" + lr + w + n + ")";
+            case Kind::kConstant:
+                return "constant(" + lr + ")";
+            case Kind::kWarmupConstant:
+                return "warmup_constant(" + lr + w + ")";
+            case Kind::kWarmupLinear:
+                return "warmup_linear(" + lr + w + n + ")";
             case Kind::kWarmupCosine:
-                return "warmup_cosine(" + lr + w + n + ", num_cycles=" +
-                       detail::format_double(num_cycles_) + ")";
+                return "warmup_cosine(" + lr + w + n +
+                       ", num_cycles=" + detail::format_double(num_cycles_) + ")";
         }
         return "?";
     }

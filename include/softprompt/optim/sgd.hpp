@@ -42,9 +42,10 @@ public:
         detail::check_range(who, "weight_decay", options_.weight_decay, 0.0, detail::kInf, false);
         detail::check_range(who, "dampening", options_.dampening, 0.0, 1.0, true);
         if (options_.nesterov && (options_.momentum <= 0 || options_.dampening != 0))
-            throw ConfigError("sgd: option nesterov needs momentum > 0 and dampening 0, got momentum " +
-                              detail::format_double(options_.momentum) + " and dampening " +
-                              detail::format_double(options_.dampening));
+            throw ConfigError(
+                "sgd: option nesterov needs momentum > 0 and dampening 0, got momentum " +
+                detail::format_double(options_.momentum) + " and dampening " +
+                detail::format_double(options_.dampening));
         if (options_.momentum != 0)
             for (std::size_t i = 0; i < this->params_.size(); ++i)
                 buffer_.push_back(this->add_tensor(i, "momentum_buffer"));

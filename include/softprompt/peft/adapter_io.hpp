@@ -6,7 +6,8 @@
 //     prompt tuning, P-tuning:  "prompt_embeddings" [P, d] (P-tuning: the prompt encoder's output)
 //     prefix tuning:            "prompt_embeddings" [P, L·2·Dkv], column ((2l + kv)·Hkv + h)·hd + j
 //                               (a reparameterised prefix is folded first)
-//     LoRA:                     "base_model.model.<module>.lora_A.weight" [r, in] and ".lora_B.weight"
+//     LoRA:                     "base_model.model.<module>.lora_A.weight" [r, in] and
+//     ".lora_B.weight"
 //                               [out, r] for each adapted module
 //   adapter_config.json         peft_type, task_type "CAUSAL_LM", inference_mode true, and the
 //                               method's fields; prefix tuning writes token_dim = Dkv and
@@ -22,9 +23,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -54,12 +55,14 @@ inline void write_text_atomically(const std::string& path, const std::string& te
     out.commit();
 }
 
-inline nlohmann::ordered_json base_config(MethodKind kind, const nn::Config& c, const std::string& base_model) {
+inline nlohmann::ordered_json base_config(MethodKind kind, const nn::Config& c,
+                                          const std::string& base_model) {
     nlohmann::ordered_json j;
     j["peft_type"] = method_name(kind);
     j["task_type"] = "CAUSAL_LM";
     j["inference_mode"] = true;
-    j["base_model_name_or_path"] = base_model.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(base_model);
+    j["base_model_name_or_path"] =
+        base_model.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(base_model);
     j["revision"] = nullptr;
     if (kind != MethodKind::kLora) {
         j["num_transformer_submodules"] = 1;
@@ -75,8 +78,8 @@ inline nlohmann::ordered_json base_config(MethodKind kind, const nn::Config& c, 
 /// Save a trained method as a PEFT adapter folder (created if needed). `base_model` is recorded as
 /// base_model_name_or_path when given.
 template <class Arch>
-void save_adapter(const std::string& dir, Method<float>& method, const nn::Model<Arch, float>& model,
-                  const std::string& base_model = {}) {
+void save_adapter(const std::string& dir, Method<float>& method,
+                  const nn::Model<Arch, float>& model, const std::string& base_model = {}) {
     namespace fs = std::filesystem;
     std::error_code ec;
     fs::create_directories(dir, ec);
@@ -101,7 +104,8 @@ void save_adapter(const std::string& dir, Method<float>& method, const nn::Model
             keep.push_back(m.virtual_tokens());
             tensors.emplace("prompt_embeddings", io::TensorSource(keep.back()));
             config["num_virtual_tokens"] = m.num_virtual_tokens();
-            config["encoder_reparameterization_type"] = m.options().encoder == PromptEncoderType::kLstm ? "LSTM" : "MLP";
+            config["encoder_reparameterization_type"] =
+                m.options().encoder == PromptEncoderType::kLstm ? "LSTM" : "MLP";
             config["encoder_hidden_size"] = m.hidden_size();
             config["encoder_num_layers"] = m.options().encoder_num_layers;
             config["encoder_dropout"] = 0.0;
@@ -123,8 +127,10 @@ void save_adapter(const std::string& dir, Method<float>& method, const nn::Model
             std::vector<std::string> modules;
             std::set<std::string> targets;
             for (const auto& u : m.updates()) {
-                tensors.emplace("base_model.model." + u.module + ".lora_A.weight", io::TensorSource(u.a->value()));
-                tensors.emplace("base_model.model." + u.module + ".lora_B.weight", io::TensorSource(u.b->value()));
+                tensors.emplace("base_model.model." + u.module + ".lora_A.weight",
+                                io::TensorSource(u.a->value()));
+                tensors.emplace("base_model.model." + u.module + ".lora_B.weight",
+                                io::TensorSource(u.b->value()));
                 targets.insert(u.module.substr(u.module.rfind('.') + 1));
             }
             config["r"] = m.options().rank;
@@ -145,30 +151,67 @@ void save_adapter(const std::string& dir, Method<float>& method, const nn::Model
 struct LoadedAdapter {
     MethodKind kind = MethodKind::kPromptTuning;
     nlohmann::json config;
-    Mat<float> prompt_embeddings;                // prompt-based methods
-    std::map<std::string, Mat<float>> tensors;   // LoRA: every lora_A / lora_B, by file key
+    Mat<float> prompt_embeddings;               // prompt-based methods
+    std::map<std::string, Mat<float>> tensors;  // LoRA: every lora_A / lora_B, by file key
 };
 
 namespace detail {
 
 // Fields PEFT writes for prompt-learning and LoRA configs; anything else is reported.
 inline const std::set<std::string>& known_config_fields() {
-    static const std::set<std::string> known = {
-        "peft_type", "task_type", "inference_mode", "base_model_name_or_path", "revision", "auto_mapping",
-        "num_virtual_tokens", "token_dim", "num_transformer_submodules", "num_attention_heads", "num_layers",
-        "prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_name_or_path", "tokenizer_kwargs",
-        "encoder_hidden_size", "prefix_projection", "encoder_reparameterization_type", "encoder_num_layers",
-        "encoder_dropout", "r", "lora_alpha", "lora_dropout", "bias", "fan_in_fan_out", "target_modules",
-        "init_lora_weights", "modules_to_save", "layers_to_transform", "layers_pattern", "rank_pattern",
-        "alpha_pattern", "use_rslora", "use_dora", "megatron_config", "megatron_core", "loftq_config",
-        "layer_replication", "exclude_modules", "lora_bias", "runtime_config", "eva_config", "trainable_token_indices",
-        "corda_config", "target_parameters", "peft_version"};
+    static const std::set<std::string> known = {"peft_type",
+                                                "task_type",
+                                                "inference_mode",
+                                                "base_model_name_or_path",
+                                                "revision",
+                                                "auto_mapping",
+                                                "num_virtual_tokens",
+                                                "token_dim",
+                                                "num_transformer_submodules",
+                                                "num_attention_heads",
+                                                "num_layers",
+                                                "prompt_tuning_init",
+                                                "prompt_tuning_init_text",
+                                                "tokenizer_name_or_path",
+                                                "tokenizer_kwargs",
+                                                "encoder_hidden_size",
+                                                "prefix_projection",
+                                                "encoder_reparameterization_type",
+                                                "encoder_num_layers",
+                                                "encoder_dropout",
+                                                "r",
+                                                "lora_alpha",
+                                                "lora_dropout",
+                                                "bias",
+                                                "fan_in_fan_out",
+                                                "target_modules",
+                                                "init_lora_weights",
+                                                "modules_to_save",
+                                                "layers_to_transform",
+                                                "layers_pattern",
+                                                "rank_pattern",
+                                                "alpha_pattern",
+                                                "use_rslora",
+                                                "use_dora",
+                                                "megatron_config",
+                                                "megatron_core",
+                                                "loftq_config",
+                                                "layer_replication",
+                                                "exclude_modules",
+                                                "lora_bias",
+                                                "runtime_config",
+                                                "eva_config",
+                                                "trainable_token_indices",
+                                                "corda_config",
+                                                "target_parameters",
+                                                "peft_version"};
     return known;
 }
 
 template <class V>
 V required(const nlohmann::json& j, const std::string& key, const std::string& file) {
-    if (!j.contains(key) || j.at(key).is_null()) throw ConfigError(file + ": missing field '" + key + "'");
+    if (!j.contains(key) || j.at(key).is_null())
+        throw ConfigError(file + ": missing field '" + key + "'");
     try {
         return j.at(key).get<V>();
     } catch (const nlohmann::json::exception&) {
@@ -196,18 +239,27 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
         if (detail::known_config_fields().count(key) == 0)
             throw ConfigError(config_path + ": unknown field '" + key + "'");
     const std::string type = detail::required<std::string>(a.config, "peft_type", config_path);
-    if (type == "PROMPT_TUNING") a.kind = MethodKind::kPromptTuning;
-    else if (type == "PREFIX_TUNING") a.kind = MethodKind::kPrefixTuning;
-    else if (type == "P_TUNING") a.kind = MethodKind::kPTuning;
-    else if (type == "LORA") a.kind = MethodKind::kLora;
-    else throw ConfigError(config_path + ": peft_type '" + type + "' is not supported (PROMPT_TUNING, PREFIX_TUNING, "
-                           "P_TUNING, LORA)");
-    if (a.config.contains("task_type") && !a.config["task_type"].is_null() && a.config["task_type"] != "CAUSAL_LM")
-        throw ConfigError(config_path + ": task_type " + a.config["task_type"].dump() + " is not CAUSAL_LM");
+    if (type == "PROMPT_TUNING")
+        a.kind = MethodKind::kPromptTuning;
+    else if (type == "PREFIX_TUNING")
+        a.kind = MethodKind::kPrefixTuning;
+    else if (type == "P_TUNING")
+        a.kind = MethodKind::kPTuning;
+    else if (type == "LORA")
+        a.kind = MethodKind::kLora;
+    else
+        throw ConfigError(config_path + ": peft_type '" + type +
+                          "' is not supported (PROMPT_TUNING, PREFIX_TUNING, "
+                          "P_TUNING, LORA)");
+    if (a.config.contains("task_type") && !a.config["task_type"].is_null() &&
+        a.config["task_type"] != "CAUSAL_LM")
+        throw ConfigError(config_path + ": task_type " + a.config["task_type"].dump() +
+                          " is not CAUSAL_LM");
 
     const io::SafetensorsFile weights((fs::path(dir) / kAdapterWeights).string());
     if (a.kind == MethodKind::kLora) {
-        for (const std::string& name : weights.names()) a.tensors.emplace(name, weights.matrix<float>(name));
+        for (const std::string& name : weights.names())
+            a.tensors.emplace(name, weights.matrix<float>(name));
         return a;
     }
     const bool prefix = a.kind == MethodKind::kPrefixTuning;
@@ -216,28 +268,33 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
         if (!a.config.contains(key) || a.config[key].is_null()) return;
         const Index have = detail::required<Index>(a.config, key, config_path);
         if (have != want)
-            throw ConfigError(config_path + ": " + key + " is " + std::to_string(have) + " but the model needs " +
-                              std::to_string(want));
+            throw ConfigError(config_path + ": " + key + " is " + std::to_string(have) +
+                              " but the model needs " + std::to_string(want));
     };
     expect("num_layers", c.n_layers);
     expect("token_dim", prefix ? c.kv_dim() : c.dim);
     if (prefix) expect("num_attention_heads", c.n_kv_heads);
-    if (prefix && a.config.value("prefix_projection", false) && !weights.contains("prompt_embeddings"))
-        throw ConfigError(config_path + ": a prefix saved with its projection network (prefix_projection true, no "
-                          "prompt_embeddings) cannot be served; save it folded (inference_mode)");
+    if (prefix && a.config.value("prefix_projection", false) &&
+        !weights.contains("prompt_embeddings"))
+        throw ConfigError(
+            config_path +
+            ": a prefix saved with its projection network (prefix_projection true, no "
+            "prompt_embeddings) cannot be served; save it folded (inference_mode)");
     a.prompt_embeddings = weights.matrix<float>("prompt_embeddings");
     const Index width = prefix ? c.n_layers * 2 * c.kv_dim() : c.dim;
     if (a.prompt_embeddings.rows() != P || a.prompt_embeddings.cols() != width)
-        throw ShapeError::mismatch(weights.path(), "tensor 'prompt_embeddings'", P, width, a.prompt_embeddings.rows(),
-                                   a.prompt_embeddings.cols());
+        throw ShapeError::mismatch(weights.path(), "tensor 'prompt_embeddings'", P, width,
+                                   a.prompt_embeddings.rows(), a.prompt_embeddings.cols());
     return a;
 }
 
 /// A method built from a loaded adapter, ready to serve or to train further: prompt tuning and
 /// P-tuning become prompt tuning over the stored embeddings, prefix tuning a direct prefix.
 inline std::unique_ptr<Method<float>> prompt_method(const LoadedAdapter& a, const nn::Config& c) {
-    if (a.kind == MethodKind::kPrefixTuning) return std::make_unique<PrefixTuning<float>>(c, a.prompt_embeddings);
-    if (a.kind == MethodKind::kLora) throw ConfigError("prompt_method: the adapter is LoRA; use lora_method");
+    if (a.kind == MethodKind::kPrefixTuning)
+        return std::make_unique<PrefixTuning<float>>(c, a.prompt_embeddings);
+    if (a.kind == MethodKind::kLora)
+        throw ConfigError("prompt_method: the adapter is LoRA; use lora_method");
     return std::make_unique<PromptTuning<float>>(c, a.prompt_embeddings);
 }
 
@@ -249,7 +306,8 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
     LoraOptions options;
     options.rank = detail::required<Index>(a.config, "r", file);
     options.alpha = detail::required<double>(a.config, "lora_alpha", file);
-    const auto targets = detail::required<std::vector<std::string>>(a.config, "target_modules", file);
+    const auto targets =
+        detail::required<std::vector<std::string>>(a.config, "target_modules", file);
     auto has = [&](std::initializer_list<const char*> names) {
         for (const char* n : names)
             if (std::find(targets.begin(), targets.end(), n) != targets.end()) return true;
@@ -260,11 +318,13 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
     options.value = has({"v_proj"}) || (Arch::kLearnedPositions && options.query);
     options.output = has({"o_proj", "c_proj"});
     if (Arch::kLearnedPositions) options.key = options.value = false;
-    const std::set<std::string> adaptable = Arch::kLearnedPositions ? std::set<std::string>{"c_attn", "c_proj"}
-                                                                    : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
+    const std::set<std::string> adaptable =
+        Arch::kLearnedPositions ? std::set<std::string>{"c_attn", "c_proj"}
+                                : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
     for (const auto& t : targets)
         if (adaptable.count(t) == 0)
-            throw ConfigError(file + ": LoRA target module '" + t + "' is not an attention projection of this model");
+            throw ConfigError(file + ": LoRA target module '" + t +
+                              "' is not an attention projection of this model");
     Rng rng(0);
     auto lora = std::make_unique<Lora<Arch, float>>(c, options, rng);
     std::size_t used = 0;
@@ -272,16 +332,20 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
         for (auto* param : {u.a.get(), u.b.get()}) {
             const std::string key = "base_model.model." + param->name();
             const auto it = a.tensors.find(key);
-            if (it == a.tensors.end()) throw ConfigError(std::string(kAdapterWeights) + ": missing tensor '" + key + "'");
-            if (it->second.rows() != param->value().rows() || it->second.cols() != param->value().cols())
-                throw ShapeError::mismatch(kAdapterWeights, "tensor '" + key + "'", param->value().rows(),
-                                           param->value().cols(), it->second.rows(), it->second.cols());
+            if (it == a.tensors.end())
+                throw ConfigError(std::string(kAdapterWeights) + ": missing tensor '" + key + "'");
+            if (it->second.rows() != param->value().rows() ||
+                it->second.cols() != param->value().cols())
+                throw ShapeError::mismatch(kAdapterWeights, "tensor '" + key + "'",
+                                           param->value().rows(), param->value().cols(),
+                                           it->second.rows(), it->second.cols());
             param->value() = it->second;
             ++used;
         }
     }
     if (used != a.tensors.size())
-        throw ConfigError(std::string(kAdapterWeights) + ": " + std::to_string(a.tensors.size() - used) +
+        throw ConfigError(std::string(kAdapterWeights) + ": " +
+                          std::to_string(a.tensors.size() - used) +
                           " tensor(s) match no adapted module of this model");
     return lora;
 }
@@ -293,17 +357,21 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
 inline void save_training_state(const std::string& path, const train::TrainingState<float>& state,
                                 const std::string& method_description = {}) {
     std::map<std::string, io::TensorSource> tensors;
-    for (const auto& [name, value] : state.params) tensors.emplace("param/" + name, io::TensorSource(value));
-    for (const auto& [name, value] : state.best_params) tensors.emplace("best/" + name, io::TensorSource(value));
-    for (const auto& [name, value] : state.optimizer.tensors) tensors.emplace("optimizer/" + name, io::TensorSource(value));
+    for (const auto& [name, value] : state.params)
+        tensors.emplace("param/" + name, io::TensorSource(value));
+    for (const auto& [name, value] : state.best_params)
+        tensors.emplace("best/" + name, io::TensorSource(value));
+    for (const auto& [name, value] : state.optimizer.tensors)
+        tensors.emplace("optimizer/" + name, io::TensorSource(value));
     nlohmann::ordered_json meta;
     meta["format"] = "softprompt-training-state";
     meta["version"] = 1;
     meta["step"] = state.step;
     meta["epoch"] = state.epoch;
     meta["next_batch"] = state.next_batch;
-    meta["best_eval_loss"] = std::isfinite(state.best_eval_loss) ? nlohmann::ordered_json(state.best_eval_loss)
-                                                                 : nlohmann::ordered_json("inf");
+    meta["best_eval_loss"] = std::isfinite(state.best_eval_loss)
+                                 ? nlohmann::ordered_json(state.best_eval_loss)
+                                 : nlohmann::ordered_json("inf");
     meta["evals_without_improvement"] = state.evals_without_improvement;
     meta["optimizer_kind"] = state.optimizer.kind;
     meta["optimizer_scalars"] = state.optimizer.scalars;  // doubles round-trip exactly through JSON
@@ -321,12 +389,14 @@ inline train::TrainingState<float> load_training_state(const std::string& path) 
     const io::SafetensorsFile file(path);
     const auto it = file.metadata().find("softprompt");
     if (it == file.metadata().end())
-        throw FormatError(path + ": not a softprompt training-state file (no 'softprompt' metadata)");
+        throw FormatError(path +
+                          ": not a softprompt training-state file (no 'softprompt' metadata)");
     nlohmann::json meta;
     try {
         meta = nlohmann::json::parse(it->second);
     } catch (const nlohmann::json::parse_error& e) {
-        throw FormatError(path + ": the training-state metadata is not valid JSON (" + e.what() + ")");
+        throw FormatError(path + ": the training-state metadata is not valid JSON (" + e.what() +
+                          ")");
     }
     if (meta.value("format", "") != "softprompt-training-state" || meta.value("version", 0) != 1)
         throw FormatError(path + ": unsupported training-state format or version");
@@ -335,14 +405,16 @@ inline train::TrainingState<float> load_training_state(const std::string& path) 
         s.step = meta.at("step").get<std::int64_t>();
         s.epoch = meta.at("epoch").get<std::int64_t>();
         s.next_batch = meta.at("next_batch").get<std::int64_t>();
-        s.best_eval_loss = meta.at("best_eval_loss").is_string() ? std::numeric_limits<double>::infinity()
-                                                                 : meta.at("best_eval_loss").get<double>();
+        s.best_eval_loss = meta.at("best_eval_loss").is_string()
+                               ? std::numeric_limits<double>::infinity()
+                               : meta.at("best_eval_loss").get<double>();
         s.evals_without_improvement = meta.at("evals_without_improvement").get<std::int64_t>();
         s.optimizer.kind = meta.at("optimizer_kind").get<std::string>();
         s.optimizer.scalars = meta.at("optimizer_scalars").get<std::map<std::string, double>>();
         for (const auto& name : meta.at("param_order").get<std::vector<std::string>>()) {
             s.params.emplace_back(name, file.matrix<float>("param/" + name));
-            if (file.contains("best/" + name)) s.best_params.emplace_back(name, file.matrix<float>("best/" + name));
+            if (file.contains("best/" + name))
+                s.best_params.emplace_back(name, file.matrix<float>("best/" + name));
         }
         for (const auto& name : meta.at("optimizer_order").get<std::vector<std::string>>())
             s.optimizer.tensors.emplace_back(name, file.matrix<float>("optimizer/" + name));

@@ -32,18 +32,21 @@ class Lora : public Method<T> {
 public:
     Lora(const nn::Config& config, const LoraOptions& options, Rng& rng)
         : config_(config), options_(options) {
-        if (options.rank <= 0) throw ConfigError("Lora: rank must be > 0, got " + std::to_string(options.rank));
+        if (options.rank <= 0)
+            throw ConfigError("Lora: rank must be > 0, got " + std::to_string(options.rank));
         if (!(options.alpha > 0)) throw ConfigError("Lora: alpha must be > 0");
         const bool gpt2 = Arch::kLearnedPositions;  // the GPT-2 family: fused QKV
         if (gpt2 && (options.key || options.value) && !options.query)
-            throw ConfigError("Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
+            throw ConfigError(
+                "Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
         if (!(options.query || options.key || options.value || options.output))
             throw ConfigError("Lora: no projection selected");
         const Index d = config.dim, q = config.n_heads * config.head_dim(), kv = config.kv_dim();
         for (Index l = 0; l < config.n_layers; ++l) {
-            const std::string prefix = gpt2 ? "h." + std::to_string(l) + ".attn." :
-                                              "model.layers." + std::to_string(l) + ".self_attn.";
-            if (options.query) add(l, 0, prefix + (gpt2 ? "c_attn" : "q_proj"), d, gpt2 ? 3 * d : q, rng);
+            const std::string prefix = gpt2 ? "h." + std::to_string(l) + ".attn."
+                                            : "model.layers." + std::to_string(l) + ".self_attn.";
+            if (options.query)
+                add(l, 0, prefix + (gpt2 ? "c_attn" : "q_proj"), d, gpt2 ? 3 * d : q, rng);
             if (!gpt2 && options.key) add(l, 1, prefix + "k_proj", d, kv, rng);
             if (!gpt2 && options.value) add(l, 2, prefix + "v_proj", d, kv, rng);
             if (options.output) add(l, 3, prefix + (gpt2 ? "c_proj" : "o_proj"), q, d, rng);
@@ -68,7 +71,10 @@ public:
         in.lora.resize(std::size_t(config_.n_layers));
         for (auto& u : updates_) {
             nn::LayerLora<T>& layer = in.lora[std::size_t(u.layer)];
-            nn::LoraDelta<T>& slot = u.slot == 0 ? layer.q : u.slot == 1 ? layer.k : u.slot == 2 ? layer.v : layer.o;
+            nn::LoraDelta<T>& slot = u.slot == 0   ? layer.q
+                                     : u.slot == 1 ? layer.k
+                                     : u.slot == 2 ? layer.v
+                                                   : layer.o;
             slot = {tape.param(*u.a), tape.param(*u.b), scale()};
         }
         return in;
@@ -97,14 +103,15 @@ public:
             owned->push_back(std::move(updated));
             w = Weight<T>{owned->back().data(), w.rows, w.cols};
         }
-        merged.storage = std::make_shared<std::pair<std::shared_ptr<const void>, std::shared_ptr<std::vector<Mat<T>>>>>(
+        merged.storage = std::make_shared<
+            std::pair<std::shared_ptr<const void>, std::shared_ptr<std::vector<Mat<T>>>>>(
             base.storage, owned);
         return merged;
     }
 
     struct Update {
         Index layer;
-        int slot;  // 0 q (GPT-2: c_attn), 1 k, 2 v, 3 o (GPT-2: c_proj)
+        int slot;            // 0 q (GPT-2: c_attn), 1 k, 2 v, 3 o (GPT-2: c_proj)
         std::string module;  // Hugging Face module name, e.g. model.layers.0.self_attn.q_proj
         std::unique_ptr<autograd::Param<T>> a, b;
     };
@@ -116,10 +123,11 @@ private:
         const double bound = 1.0 / std::sqrt(double(in));
         Mat<T> a(options_.rank, in);
         for (Index i = 0; i < a.size(); ++i) a.data()[i] = T(rng.uniform(-bound, bound));
-        updates_.push_back({layer, slot, module,
-                            std::make_unique<autograd::Param<T>>(module + ".lora_A.weight", std::move(a)),
-                            std::make_unique<autograd::Param<T>>(module + ".lora_B.weight",
-                                                                 Mat<T>::Zero(out, options_.rank))});
+        updates_.push_back(
+            {layer, slot, module,
+             std::make_unique<autograd::Param<T>>(module + ".lora_A.weight", std::move(a)),
+             std::make_unique<autograd::Param<T>>(module + ".lora_B.weight",
+                                                  Mat<T>::Zero(out, options_.rank))});
     }
 
     static Weight<T>& slot_weight(typename Arch::template Layer<T>& layer, int slot) {

@@ -16,10 +16,14 @@ enum class MethodKind { kPromptTuning, kPrefixTuning, kPTuning, kLora };
 
 inline const char* method_name(MethodKind kind) {
     switch (kind) {
-        case MethodKind::kPromptTuning: return "PROMPT_TUNING";
-        case MethodKind::kPrefixTuning: return "PREFIX_TUNING";
-        case MethodKind::kPTuning: return "P_TUNING";
-        case MethodKind::kLora: return "LORA";
+        case MethodKind::kPromptTuning:
+            return "PROMPT_TUNING";
+        case MethodKind::kPrefixTuning:
+            return "PREFIX_TUNING";
+        case MethodKind::kPTuning:
+            return "P_TUNING";
+        case MethodKind::kLora:
+            return "LORA";
     }
     return "UNKNOWN";
 }
@@ -69,7 +73,8 @@ public:
 template <class Arch, class T>
 Index frozen_parameter_count(const nn::Model<Arch, T>& model) {
     Index n = 0;
-    auto weights = model.weights;  // for_each_weight visits mutable references; a copy of views is cheap
+    auto weights =
+        model.weights;  // for_each_weight visits mutable references; a copy of views is cheap
     Arch::for_each_weight(weights, model.config,
                           [&n](const std::string&, const Weight<T>& w) { n += w.rows * w.cols; });
     return n;

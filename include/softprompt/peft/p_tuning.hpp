@@ -32,7 +32,8 @@ public:
     PTuning(const nn::Config& config, const PTuningOptions& options, Rng& rng) : options_(options) {
         const Index P = options.num_virtual_tokens, d = config.dim;
         const Index h = options.encoder_hidden_size > 0 ? options.encoder_hidden_size : d;
-        if (P <= 0) throw ConfigError("PTuning: num_virtual_tokens must be > 0, got " + std::to_string(P));
+        if (P <= 0)
+            throw ConfigError("PTuning: num_virtual_tokens must be > 0, got " + std::to_string(P));
         if (options.encoder == PromptEncoderType::kLstm && options.encoder_num_layers <= 0)
             throw ConfigError("PTuning: encoder_num_layers must be > 0");
         hidden_ = h;
@@ -129,7 +130,9 @@ private:
         for (Index i = 0; i < m.size(); ++i) m.data()[i] = T(rng.uniform(-bound, bound));
         return m;
     }
-    void add_param(const std::string& name, Mat<T> value) { params_.emplace_back(name, std::move(value)); }
+    void add_param(const std::string& name, Mat<T> value) {
+        params_.emplace_back(name, std::move(value));
+    }
 
     // One direction of one LSTM layer over the P rows of x (a single sequence), returning [P, h].
     autograd::Var<T> lstm_direction(autograd::Tape<T>& tape, const autograd::Var<T>& x,

@@ -5,8 +5,9 @@
 //
 // Trained directly, or through the MLP reparameterisation
 //   prefix = tanh(E·W1ᵀ + b1)·W2ᵀ + b2,   E [P, d], W1 [h, d], W2 [L·2·Dkv, h]
-// which PEFT calls prefix_projection. Either way `fold()` gives the plain prefix tensor, computed by
-// the same ops as training uses, so the exported prefix equals the one the model was trained with.
+// which PEFT calls prefix_projection. Either way `fold()` gives the plain prefix tensor, computed
+// by the same ops as training uses, so the exported prefix equals the one the model was trained
+// with.
 //   E: embedding   W1, b1: first linear   W2, b2: second linear
 
 #include <cmath>
@@ -32,8 +33,8 @@ public:
     PrefixTuning(const nn::Config& config, Mat<T> initial)
         : config_(config), prefix_("prompt_embeddings", std::move(initial)) {
         if (prefix_.value().rows() <= 0 || prefix_.value().cols() != width())
-            throw ShapeError::mismatch("PrefixTuning", "initial prefix", prefix_.value().rows(), width(),
-                                       prefix_.value().rows(), prefix_.value().cols());
+            throw ShapeError::mismatch("PrefixTuning", "initial prefix", prefix_.value().rows(),
+                                       width(), prefix_.value().rows(), prefix_.value().cols());
     }
 
     /// A direct prefix of zeros, or the MLP reparameterisation with PyTorch's default
@@ -41,12 +42,15 @@ public:
     PrefixTuning(const nn::Config& config, const PrefixTuningOptions& options, Rng& rng)
         : config_(config), prefix_("prompt_embeddings", Mat<T>()) {
         const Index P = options.num_virtual_tokens;
-        if (P <= 0) throw ConfigError("PrefixTuning: num_virtual_tokens must be > 0, got " + std::to_string(P));
+        if (P <= 0)
+            throw ConfigError("PrefixTuning: num_virtual_tokens must be > 0, got " +
+                              std::to_string(P));
         if (!options.projection) {
             prefix_.assign(Mat<T>::Zero(P, width()));
             return;
         }
-        const Index d = config.dim, h = options.encoder_hidden_size > 0 ? options.encoder_hidden_size : d;
+        const Index d = config.dim,
+                    h = options.encoder_hidden_size > 0 ? options.encoder_hidden_size : d;
         auto uniform = [&rng](Index rows, Index cols, Index fan_in) {
             const double bound = 1.0 / std::sqrt(double(fan_in));
             Mat<T> m(rows, cols);
@@ -76,8 +80,9 @@ public:
     autograd::Var<T> prefix(autograd::Tape<T>& tape) {
         using namespace autograd;
         if (!reparameterised()) return tape.param(prefix_);
-        Var<T> hidden = tanh(tape, add_bias(tape, matmul_wt(tape, tape.param(mlp_[0]), tape.param(mlp_[1])),
-                                            tape.param(mlp_[2])));
+        Var<T> hidden =
+            tanh(tape, add_bias(tape, matmul_wt(tape, tape.param(mlp_[0]), tape.param(mlp_[1])),
+                                tape.param(mlp_[2])));
         return add_bias(tape, matmul_wt(tape, hidden, tape.param(mlp_[3])), tape.param(mlp_[4]));
     }
 
@@ -119,7 +124,8 @@ private:
 /// A prefix holding the frozen model's own keys/values of a text's first P tokens (the text cycled
 /// when shorter): as if that text preceded every input.
 template <class Arch, class T>
-Mat<T> init_prefix_from_text(const nn::Model<Arch, T>& model, const std::vector<std::int32_t>& ids, Index P) {
+Mat<T> init_prefix_from_text(const nn::Model<Arch, T>& model, const std::vector<std::int32_t>& ids,
+                             Index P) {
     if (P <= 0) throw ConfigError("init_prefix_from_text: num_virtual_tokens must be > 0");
     if (ids.empty()) throw ConfigError("init_prefix_from_text: the text has no tokens");
     std::vector<std::int32_t> tokens(static_cast<std::size_t>(P));

@@ -1,7 +1,7 @@
 #pragma once
-// Prompt tuning (Lester et al.): P trainable virtual-token embeddings [P, d] placed before the input.
-// Initialisations: random normal or uniform, rows of the vocabulary embedding (sampled from the
-// whole vocabulary or its first K ids — BPE and SentencePiece vocabularies order ids roughly by
+// Prompt tuning (Lester et al.): P trainable virtual-token embeddings [P, d] placed before the
+// input. Initialisations: random normal or uniform, rows of the vocabulary embedding (sampled from
+// the whole vocabulary or its first K ids — BPE and SentencePiece vocabularies order ids roughly by
 // frequency, so the first K are the most frequent), the embeddings of a text tiled or cut to P
 // tokens, and the embeddings of class-label words (the rest sampled from the vocabulary).
 
@@ -21,8 +21,9 @@ public:
     PromptTuning(const nn::Config& config, Mat<T> initial)
         : embeddings_("prompt_embeddings", std::move(initial)) {
         if (embeddings_.value().rows() <= 0 || embeddings_.value().cols() != config.dim)
-            throw ShapeError::mismatch("PromptTuning", "initial embeddings", embeddings_.value().rows(),
-                                       config.dim, embeddings_.value().rows(), embeddings_.value().cols());
+            throw ShapeError::mismatch("PromptTuning", "initial embeddings",
+                                       embeddings_.value().rows(), config.dim,
+                                       embeddings_.value().rows(), embeddings_.value().cols());
     }
 
     MethodKind kind() const override { return MethodKind::kPromptTuning; }
@@ -43,7 +44,9 @@ private:
 
 namespace detail {
 inline void require_tokens(const char* what, Index P) {
-    if (P <= 0) throw ConfigError(std::string(what) + ": num_virtual_tokens must be > 0, got " + std::to_string(P));
+    if (P <= 0)
+        throw ConfigError(std::string(what) + ": num_virtual_tokens must be > 0, got " +
+                          std::to_string(P));
 }
 }  // namespace detail
 
@@ -73,13 +76,15 @@ Mat<T> init_from_vocab(const nn::Model<Arch, T>& model, Index P, Rng& rng, Index
     const Weight<T>& table = Arch::token_embedding(model.weights);
     const Index range = first_k > 0 ? std::min(first_k, table.rows) : table.rows;
     Mat<T> m(P, table.cols);
-    for (Index r = 0; r < P; ++r) m.row(r) = table.view().row(Index(rng.below(std::uint64_t(range))));
+    for (Index r = 0; r < P; ++r)
+        m.row(r) = table.view().row(Index(rng.below(std::uint64_t(range))));
     return m;
 }
 
 /// Embeddings of a tokenised text, repeated to fill P rows or cut to P (PEFT's TEXT init).
 template <class Arch, class T>
-Mat<T> init_from_text(const nn::Model<Arch, T>& model, const std::vector<std::int32_t>& ids, Index P) {
+Mat<T> init_from_text(const nn::Model<Arch, T>& model, const std::vector<std::int32_t>& ids,
+                      Index P) {
     detail::require_tokens("init_from_text", P);
     if (ids.empty()) throw ConfigError("init_from_text: the text has no tokens");
     const Weight<T>& table = Arch::token_embedding(model.weights);
@@ -87,8 +92,8 @@ Mat<T> init_from_text(const nn::Model<Arch, T>& model, const std::vector<std::in
     for (Index r = 0; r < P; ++r) {
         const std::int32_t id = ids[std::size_t(r) % ids.size()];
         if (id < 0 || id >= table.rows)
-            throw ShapeError("init_from_text: id " + std::to_string(id) + " is outside the vocabulary of " +
-                             std::to_string(table.rows));
+            throw ShapeError("init_from_text: id " + std::to_string(id) +
+                             " is outside the vocabulary of " + std::to_string(table.rows));
         m.row(r) = table.view().row(id);
     }
     return m;
@@ -97,20 +102,25 @@ Mat<T> init_from_text(const nn::Model<Arch, T>& model, const std::vector<std::in
 /// The first rows are the class labels' embeddings (each label's tokens averaged), the rest are
 /// sampled from the first_k ids of the vocabulary (Lester et al.'s class-label init).
 template <class Arch, class T>
-Mat<T> init_from_labels(const nn::Model<Arch, T>& model, const std::vector<std::vector<std::int32_t>>& labels,
-                        Index P, Rng& rng, Index first_k = 5000) {
+Mat<T> init_from_labels(const nn::Model<Arch, T>& model,
+                        const std::vector<std::vector<std::int32_t>>& labels, Index P, Rng& rng,
+                        Index first_k = 5000) {
     detail::require_tokens("init_from_labels", P);
     if (Index(labels.size()) > P)
-        throw ConfigError("init_from_labels: " + std::to_string(labels.size()) + " labels need at least as many "
-                          "virtual tokens, got " + std::to_string(P));
+        throw ConfigError("init_from_labels: " + std::to_string(labels.size()) +
+                          " labels need at least as many "
+                          "virtual tokens, got " +
+                          std::to_string(P));
     Mat<T> m = init_from_vocab(model, P, rng, first_k);
     const Weight<T>& table = Arch::token_embedding(model.weights);
     for (std::size_t i = 0; i < labels.size(); ++i) {
-        if (labels[i].empty()) throw ConfigError("init_from_labels: label " + std::to_string(i) + " has no tokens");
+        if (labels[i].empty())
+            throw ConfigError("init_from_labels: label " + std::to_string(i) + " has no tokens");
         m.row(Index(i)).setZero();
         for (std::int32_t id : labels[i]) {
             if (id < 0 || id >= table.rows)
-                throw ShapeError("init_from_labels: id " + std::to_string(id) + " is outside the vocabulary");
+                throw ShapeError("init_from_labels: id " + std::to_string(id) +
+                                 " is outside the vocabulary");
             m.row(Index(i)) += table.view().row(id);
         }
         m.row(Index(i)) /= T(labels[i].size());

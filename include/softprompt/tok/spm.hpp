@@ -35,7 +35,8 @@
 //
 // SentencePiece rules (SpmRules::kSentencePiece, what GGUF vocabularies use; llama.cpp's
 // `llm_tokenizer_spm`, i.e. SentencePiece BPE with byte fallback). A vocabulary built with
-// explicit token types (`SpmTokenType`, GGUF's `tokenizer.ggml.token_type`) and these rules encodes:
+// explicit token types (`SpmTokenType`, GGUF's `tokenizer.ggml.token_type`) and these rules
+// encodes:
 //   1. if `text` is not empty and add_dummy_prefix is on, a space is put in front of it;
 //   2. the text is cut into characters by the UTF-8 lead byte alone (1 byte for 0x00-0xBF, 2 for
 //      0xC0-0xDF, 3 for 0xE0-0xEF, 4 for 0xF0-0xFF, fewer at the end of the text); a character
@@ -209,8 +210,8 @@ public:
             if (id >= kFirstByte && id < kMinVocab &&
                 detail::byte_token_value(piece) != id - kFirstByte) {
                 r.fail_at(token_offset, token + " should be the byte token " +
-                                            detail::byte_token_piece(id - kFirstByte) +
-                                            " but is " + detail::quoted(piece));
+                                            detail::byte_token_piece(id - kFirstByte) + " but is " +
+                                            detail::quoted(piece));
             }
             pieces.push_back(std::move(piece));
             scores.push_back(score);
@@ -305,8 +306,7 @@ public:
         for (std::size_t i = 0; i < n;) {
             // A character: one byte, then up to 3 continuation bytes (run.c's grouping).
             const std::size_t start = i++;
-            while (i < n && i - start < 4 &&
-                   (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) {
+            while (i < n && i - start < 4 && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) {
                 ++i;
             }
             const std::string_view ch = text.substr(start, i - start);
@@ -325,9 +325,9 @@ public:
         if (add_eos) out.push_back(kEos);
     }
 
-    /// Text of token `id` when it follows token `prev` (pass -1 for none): raw byte for a byte token,
-    /// nothing for BOS/EOS, the piece without its leading space right after BOS. The view points
-    /// into the tokenizer and lives as long as it (or a copy) does.
+    /// Text of token `id` when it follows token `prev` (pass -1 for none): raw byte for a byte
+    /// token, nothing for BOS/EOS, the piece without its leading space right after BOS. The view
+    /// points into the tokenizer and lives as long as it (or a copy) does.
     [[nodiscard]] std::string_view decode_piece(std::int32_t prev, std::int32_t id) const {
         check_id("decode_piece", id);
         return piece_text(prev, id);
@@ -342,8 +342,7 @@ public:
             if (id < 0 || id >= vocab_size()) {
                 throw Error("SpmTokenizer::decode: token id " + std::to_string(id) +
                             " at position " + std::to_string(i) + " is out of range [0, " +
-                            std::to_string(vocab_size()) + ") for the vocabulary of " +
-                            v_->source);
+                            std::to_string(vocab_size()) + ") for the vocabulary of " + v_->source);
             }
             out += piece_text(prev, id);
             prev = id;
@@ -353,8 +352,8 @@ public:
 
 private:
     struct Vocab {
-        std::vector<char> arena;            // all pieces back to back
-        std::vector<std::size_t> offsets;   // piece i is arena[offsets[i], offsets[i+1])
+        std::vector<char> arena;           // all pieces back to back
+        std::vector<std::size_t> offsets;  // piece i is arena[offsets[i], offsets[i+1])
         std::vector<float> scores;
         std::vector<std::int16_t> byte_of;  // raw byte of a byte-token piece, -1 otherwise
         std::unordered_map<std::string_view, std::int32_t> index;  // views into arena
@@ -430,7 +429,8 @@ private:
             }
             if (types[id] != SpmTokenType::kByte) {
                 throw FormatError(v->source + ": token " + std::to_string(id) + " (" +
-                                  detail::byte_token_piece(b) + ") should have the byte type (6), has " +
+                                  detail::byte_token_piece(b) +
+                                  ") should have the byte type (6), has " +
                                   std::to_string(static_cast<std::int32_t>(types[id])));
             }
             v->raw_bytes[static_cast<std::size_t>(b)] = static_cast<char>(b);
@@ -538,7 +538,8 @@ private:
         while (!heap.empty()) {
             const Candidate c = heap.top();
             heap.pop();
-            const auto li = static_cast<std::size_t>(c.left), ri = static_cast<std::size_t>(c.right);
+            const auto li = static_cast<std::size_t>(c.left),
+                       ri = static_cast<std::size_t>(c.right);
             if (version[li] != c.left_version || version[ri] != c.right_version ||
                 next[li] != c.right) {
                 continue;  // stale: a neighbour merged since this pair was found
@@ -608,7 +609,8 @@ private:
         while (!heap.empty()) {
             const Candidate c = heap.top();
             heap.pop();
-            const auto li = static_cast<std::size_t>(c.left), ri = static_cast<std::size_t>(c.right);
+            const auto li = static_cast<std::size_t>(c.left),
+                       ri = static_cast<std::size_t>(c.right);
             if (version[li] != c.left_version || version[ri] != c.right_version ||
                 next[li] != c.right) {
                 continue;  // stale: a neighbour merged since this pair was found

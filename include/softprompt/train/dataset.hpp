@@ -29,13 +29,15 @@ struct Example {
     std::vector<std::int32_t> targets;  // same length as ids; < 0 ignored
 
     Index labelled() const {
-        return Index(std::count_if(targets.begin(), targets.end(), [](std::int32_t t) { return t >= 0; }));
+        return Index(
+            std::count_if(targets.begin(), targets.end(), [](std::int32_t t) { return t >= 0; }));
     }
 };
 
 /// Predict every next token of `ids`.
 inline Example causal_lm_example(std::vector<std::int32_t> ids) {
-    if (ids.size() < 2) throw ConfigError("causal_lm_example: a text needs at least 2 tokens to predict one");
+    if (ids.size() < 2)
+        throw ConfigError("causal_lm_example: a text needs at least 2 tokens to predict one");
     Example e;
     e.targets.assign(ids.size(), -100);
     for (std::size_t s = 0; s + 1 < ids.size(); ++s) e.targets[s] = ids[s + 1];
@@ -75,12 +77,14 @@ public:
 
     /// The order of one epoch: a Fisher–Yates shuffle seeded by (seed, epoch), so any epoch's order
     /// can be recomputed when training resumes.
-    std::vector<std::size_t> order(std::uint64_t seed, std::int64_t epoch, bool shuffle = true) const {
+    std::vector<std::size_t> order(std::uint64_t seed, std::int64_t epoch,
+                                   bool shuffle = true) const {
         std::vector<std::size_t> idx(examples_.size());
         std::iota(idx.begin(), idx.end(), std::size_t(0));
         if (!shuffle) return idx;
         Rng rng(seed * 0x9E3779B97F4A7C15ull + std::uint64_t(epoch) + 1);
-        for (std::size_t i = idx.size(); i > 1; --i) std::swap(idx[i - 1], idx[std::size_t(rng.below(i))]);
+        for (std::size_t i = idx.size(); i > 1; --i)
+            std::swap(idx[i - 1], idx[std::size_t(rng.below(i))]);
         return idx;
     }
 
@@ -88,21 +92,24 @@ public:
     nn::TokenBatch batch(const std::vector<std::size_t>& which, std::int32_t pad_id = 0) const {
         nn::TokenBatch b;
         b.batch = Index(which.size());
-        for (std::size_t i : which) b.seq = std::max<Index>(b.seq, Index(examples_.at(i).ids.size()));
+        for (std::size_t i : which)
+            b.seq = std::max<Index>(b.seq, Index(examples_.at(i).ids.size()));
         b.ids.assign(std::size_t(b.batch * b.seq), pad_id);
         b.targets.assign(b.ids.size(), -100);
         for (std::size_t r = 0; r < which.size(); ++r) {
             const Example& e = examples_[which[r]];
-            std::copy(e.ids.begin(), e.ids.end(), b.ids.begin() + std::ptrdiff_t(r * std::size_t(b.seq)));
-            std::copy(e.targets.begin(), e.targets.end(), b.targets.begin() + std::ptrdiff_t(r * std::size_t(b.seq)));
+            std::copy(e.ids.begin(), e.ids.end(),
+                      b.ids.begin() + std::ptrdiff_t(r * std::size_t(b.seq)));
+            std::copy(e.targets.begin(), e.targets.end(),
+                      b.targets.begin() + std::ptrdiff_t(r * std::size_t(b.seq)));
             b.lengths.push_back(std::int32_t(e.ids.size()));
         }
         return b;
     }
 
     /// The batches of one epoch, `batch_size` examples each (the last may be smaller).
-    std::vector<std::vector<std::size_t>> batches(std::size_t batch_size, std::uint64_t seed, std::int64_t epoch,
-                                                  bool shuffle = true) const {
+    std::vector<std::vector<std::size_t>> batches(std::size_t batch_size, std::uint64_t seed,
+                                                  std::int64_t epoch, bool shuffle = true) const {
         if (batch_size == 0) throw ConfigError("Dataset::batches: batch_size must be > 0");
         const std::vector<std::size_t> idx = order(seed, epoch, shuffle);
         std::vector<std::vector<std::size_t>> out;
@@ -114,12 +121,15 @@ public:
 
 private:
     static void check(const Example& e, std::size_t index) {
-        if (e.ids.empty()) throw ConfigError("Dataset: example " + std::to_string(index) + " has no tokens");
+        if (e.ids.empty())
+            throw ConfigError("Dataset: example " + std::to_string(index) + " has no tokens");
         if (e.targets.size() != e.ids.size())
-            throw ShapeError("Dataset: example " + std::to_string(index) + " has " + std::to_string(e.ids.size()) +
-                             " ids but " + std::to_string(e.targets.size()) + " targets");
+            throw ShapeError("Dataset: example " + std::to_string(index) + " has " +
+                             std::to_string(e.ids.size()) + " ids but " +
+                             std::to_string(e.targets.size()) + " targets");
         if (e.labelled() == 0)
-            throw ConfigError("Dataset: example " + std::to_string(index) + " has no target to learn from");
+            throw ConfigError("Dataset: example " + std::to_string(index) +
+                              " has no target to learn from");
     }
 
     std::vector<Example> examples_;
@@ -148,13 +158,18 @@ inline std::vector<Record> read_jsonl(const std::string& path) {
         try {
             j = nlohmann::json::parse(line);
         } catch (const nlohmann::json::parse_error& e) {
-            throw FormatError(path + " line " + std::to_string(number) + ": not valid JSON (" + e.what() + ")");
+            throw FormatError(path + " line " + std::to_string(number) + ": not valid JSON (" +
+                              e.what() + ")");
         }
-        if (!j.is_object()) throw FormatError(path + " line " + std::to_string(number) + ": expected a JSON object");
+        if (!j.is_object())
+            throw FormatError(path + " line " + std::to_string(number) +
+                              ": expected a JSON object");
         Record r;
         for (const auto& [key, value] : j.items()) {
-            if (value.is_string()) r[key] = value.get<std::string>();
-            else if (value.is_number() || value.is_boolean()) r[key] = value.dump();
+            if (value.is_string())
+                r[key] = value.get<std::string>();
+            else if (value.is_number() || value.is_boolean())
+                r[key] = value.dump();
         }
         out.push_back(std::move(r));
     }
@@ -181,15 +196,17 @@ inline std::vector<Record> read_tsv(const std::string& path) {
         return fields;
     };
     std::string line;
-    if (!std::getline(in, line)) throw FormatError(path + ": empty file (a header row is required)");
+    if (!std::getline(in, line))
+        throw FormatError(path + ": empty file (a header row is required)");
     const std::vector<std::string> header = split(line);
     std::vector<Record> out;
     for (std::size_t number = 2; std::getline(in, line); ++number) {
         if (line.empty() || line == "\r") continue;
         const std::vector<std::string> fields = split(line);
         if (fields.size() != header.size())
-            throw FormatError(path + " line " + std::to_string(number) + ": " + std::to_string(fields.size()) +
-                              " fields, the header has " + std::to_string(header.size()));
+            throw FormatError(path + " line " + std::to_string(number) + ": " +
+                              std::to_string(fields.size()) + " fields, the header has " +
+                              std::to_string(header.size()));
         Record r;
         for (std::size_t i = 0; i < header.size(); ++i) r[header[i]] = fields[i];
         out.push_back(std::move(r));
@@ -203,7 +220,8 @@ inline const std::string& field(const Record& r, const std::string& name, std::s
     if (it != r.end()) return it->second;
     std::string have;
     for (const auto& [k, v] : r) have += (have.empty() ? "" : ", ") + k;
-    throw ConfigError("record " + std::to_string(index) + " has no field '" + name + "' (it has: " + have + ")");
+    throw ConfigError("record " + std::to_string(index) + " has no field '" + name +
+                      "' (it has: " + have + ")");
 }
 
 }  // namespace softprompt::train

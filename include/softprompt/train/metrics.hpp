@@ -99,11 +99,15 @@ template <class Arch, class T>
 Served<Arch, T> serve(const nn::Model<Arch, T>& model, peft::Method<T>& method) {
     switch (method.kind()) {
         case peft::MethodKind::kPromptTuning:
-            return {model, nn::cache_prompt(model, static_cast<peft::PromptTuning<T>&>(method).embeddings().value())};
+            return {model,
+                    nn::cache_prompt(
+                        model, static_cast<peft::PromptTuning<T>&>(method).embeddings().value())};
         case peft::MethodKind::kPTuning:
-            return {model, nn::cache_prompt(model, static_cast<peft::PTuning<T>&>(method).virtual_tokens())};
+            return {model, nn::cache_prompt(
+                               model, static_cast<peft::PTuning<T>&>(method).virtual_tokens())};
         case peft::MethodKind::kPrefixTuning:
-            return {model, nn::cache_prefix(model.config, static_cast<peft::PrefixTuning<T>&>(method).fold())};
+            return {model, nn::cache_prefix(model.config,
+                                            static_cast<peft::PrefixTuning<T>&>(method).fold())};
         case peft::MethodKind::kLora:
             return {static_cast<peft::Lora<Arch, T>&>(method).merge(model), {}};
     }
@@ -126,14 +130,16 @@ double exact_match(const nn::Model<Arch, T>& model, peft::Method<T>* method, con
         r.prompt.assign(e.ids.begin(), e.ids.begin() + std::ptrdiff_t(first) + 1);
         r.adapter = served && served->cache.length() > 0 ? &served->cache : nullptr;
         std::vector<std::int32_t> want;
-        for (std::size_t s = first; s < e.targets.size() && e.targets[s] >= 0; ++s) want.push_back(e.targets[s]);
+        for (std::size_t s = first; s < e.targets.size() && e.targets[s] >= 0; ++s)
+            want.push_back(e.targets[s]);
         r.max_new_tokens = int(want.size());
         requests.push_back(std::move(r));
         expected.push_back(std::move(want));
     }
     const auto results = nn::generate(served ? served->model : model, requests);
     Index right = 0;
-    for (std::size_t i = 0; i < results.size(); ++i) right += results[i].tokens == expected[i] ? 1 : 0;
+    for (std::size_t i = 0; i < results.size(); ++i)
+        right += results[i].tokens == expected[i] ? 1 : 0;
     return double(right) / double(data.size());
 }
 

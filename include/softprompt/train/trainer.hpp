@@ -29,18 +29,18 @@ namespace softprompt::train {
 
 struct TrainerOptions {
     std::int64_t epochs = 1;
-    std::int64_t max_steps = 0;          // optimizer steps in all; 0: as many as `epochs` take
+    std::int64_t max_steps = 0;  // optimizer steps in all; 0: as many as `epochs` take
     std::size_t batch_size = 8;
-    std::int64_t grad_accumulation = 1;  // micro-batches per optimizer step
-    double max_grad_norm = 0;            // 0: no clipping
+    std::int64_t grad_accumulation = 1;         // micro-batches per optimizer step
+    double max_grad_norm = 0;                   // 0: no clipping
     std::optional<optim::LrSchedule> schedule;  // none: the optimizer's own learning rate
-    std::int64_t eval_every = 0;         // steps between evaluations; 0: only at the end
-    std::int64_t patience = 0;           // evaluations without improvement before stopping; 0: never
-    bool keep_best = true;               // end with the parameters of the best evaluation
+    std::int64_t eval_every = 0;                // steps between evaluations; 0: only at the end
+    std::int64_t patience = 0;  // evaluations without improvement before stopping; 0: never
+    bool keep_best = true;      // end with the parameters of the best evaluation
     std::uint64_t seed = 0;
     bool shuffle = true;
     std::int32_t pad_id = 0;
-    std::string metrics_csv;             // empty: none
+    std::string metrics_csv;  // empty: none
     ProgressMode progress = ProgressMode::kAuto;
 };
 
@@ -70,27 +70,32 @@ struct TrainReport {
 template <class Arch, class T>
 class Trainer {
 public:
-    Trainer(const nn::Model<Arch, T>& model, peft::Method<T>& method, optim::Optimizer<T>& optimizer,
-            TrainerOptions options)
+    Trainer(const nn::Model<Arch, T>& model, peft::Method<T>& method,
+            optim::Optimizer<T>& optimizer, TrainerOptions options)
         : model_(model), method_(method), optimizer_(optimizer), options_(std::move(options)) {
         if (options_.batch_size == 0) throw ConfigError("Trainer: batch_size must be > 0");
-        if (options_.grad_accumulation <= 0) throw ConfigError("Trainer: grad_accumulation must be > 0");
+        if (options_.grad_accumulation <= 0)
+            throw ConfigError("Trainer: grad_accumulation must be > 0");
         if (options_.epochs <= 0 && options_.max_steps <= 0)
             throw ConfigError("Trainer: give epochs > 0 or max_steps > 0");
         if (options_.max_grad_norm < 0) throw ConfigError("Trainer: max_grad_norm must be >= 0");
-        if (method_.parameters().empty()) throw ConfigError("nothing to train: the method has no parameters");
+        if (method_.parameters().empty())
+            throw ConfigError("nothing to train: the method has no parameters");
     }
 
     /// Optimizer steps the whole run takes on `train`.
     std::int64_t total_steps(const Dataset& train) const {
         if (options_.max_steps > 0) return options_.max_steps;
-        const std::int64_t batches = std::int64_t((train.size() + options_.batch_size - 1) / options_.batch_size);
-        return (options_.epochs * batches + options_.grad_accumulation - 1) / options_.grad_accumulation;
+        const std::int64_t batches =
+            std::int64_t((train.size() + options_.batch_size - 1) / options_.batch_size);
+        return (options_.epochs * batches + options_.grad_accumulation - 1) /
+               options_.grad_accumulation;
     }
 
     /// Train from the current state until the run's last step, early stopping, or `stop_after`
     /// optimizer steps in all (to interrupt a run; resume by calling fit again).
-    TrainReport fit(const Dataset& train, const Dataset* eval = nullptr, std::int64_t stop_after = -1) {
+    TrainReport fit(const Dataset& train, const Dataset* eval = nullptr,
+                    std::int64_t stop_after = -1) {
         if (train.empty()) throw ConfigError("Trainer::fit: the training set is empty");
         const std::int64_t total = total_steps(train);
         const std::int64_t end = stop_after >= 0 ? std::min(total, stop_after) : total;
@@ -98,7 +103,8 @@ public:
         std::ofstream csv = open_csv();
         TrainReport report;
         Index tokens = 0;
-        std::vector<std::vector<std::size_t>> batches = train.batches(options_.batch_size, options_.seed, epoch_, options_.shuffle);
+        std::vector<std::vector<std::size_t>> batches =
+            train.batches(options_.batch_size, options_.seed, epoch_, options_.shuffle);
         std::vector<Mat<T>> last_good = snapshot();
 
         while (step_ < end) {
@@ -107,22 +113,27 @@ public:
                 if (next_batch_ >= std::int64_t(batches.size())) {
                     ++epoch_;
                     next_batch_ = 0;
-                    batches = train.batches(options_.batch_size, options_.seed, epoch_, options_.shuffle);
+                    batches =
+                        train.batches(options_.batch_size, options_.seed, epoch_, options_.shuffle);
                 }
-                const nn::TokenBatch batch = train.batch(batches[std::size_t(next_batch_)], options_.pad_id);
+                const nn::TokenBatch batch =
+                    train.batch(batches[std::size_t(next_batch_)], options_.pad_id);
                 autograd::Tape<T> tape;
-                const nn::ForwardOutput<T> out = nn::forward(tape, model_, batch, method_.input(tape));
+                const nn::ForwardOutput<T> out =
+                    nn::forward(tape, model_, batch, method_.input(tape));
                 const double loss = double(out.loss.item());
                 if (!std::isfinite(loss)) {
                     restore(last_good);
                     progress.finish();
-                    throw NumericError("Trainer: the loss is " + std::to_string(loss) + " at step " +
-                                       std::to_string(step_ + 1) + " (epoch " + std::to_string(epoch_) + ", batch " +
-                                       std::to_string(next_batch_) +
-                                       "); training stopped and the parameters are those of the last finite step");
+                    throw NumericError(
+                        "Trainer: the loss is " + std::to_string(loss) + " at step " +
+                        std::to_string(step_ + 1) + " (epoch " + std::to_string(epoch_) +
+                        ", batch " + std::to_string(next_batch_) +
+                        "); training stopped and the parameters are those of the last finite step");
                 }
                 const T inv = T(1) / T(options_.grad_accumulation);
-                tape.backward(options_.grad_accumulation > 1 ? autograd::scale(tape, out.loss, inv) : out.loss);
+                tape.backward(options_.grad_accumulation > 1 ? autograd::scale(tape, out.loss, inv)
+                                                             : out.loss);
                 step_loss += loss / double(options_.grad_accumulation);
                 for (std::int32_t len : batch.lengths) tokens += len;
                 ++next_batch_;
@@ -148,11 +159,13 @@ public:
 
             std::optional<EvalResult> result;
             const bool at_end = step_ == total;
-            if (eval != nullptr && ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || at_end)) {
+            if (eval != nullptr &&
+                ((options_.eval_every > 0 && step_ % options_.eval_every == 0) || at_end)) {
                 result = evaluate(model_, &method_, *eval, options_.batch_size);
                 report.evaluations.emplace_back(step_, *result);
-                progress.note("eval at step " + std::to_string(step_) + ": loss " + std::to_string(result->loss) +
-                              ", perplexity " + std::to_string(result->perplexity) + ", token accuracy " +
+                progress.note("eval at step " + std::to_string(step_) + ": loss " +
+                              std::to_string(result->loss) + ", perplexity " +
+                              std::to_string(result->perplexity) + ", token accuracy " +
                               std::to_string(result->token_accuracy));
                 if (result->loss < best_eval_loss_) {
                     best_eval_loss_ = result->loss;
@@ -165,13 +178,17 @@ public:
             }
             if (csv) {
                 csv << step_ << ',' << epoch_ << ',' << lr << ',' << step_loss << ',';
-                if (result) csv << result->loss << ',' << result->perplexity << ',' << result->token_accuracy;
-                else csv << ",,";
+                if (result)
+                    csv << result->loss << ',' << result->perplexity << ','
+                        << result->token_accuracy;
+                else
+                    csv << ",,";
                 csv << ',' << tps << '\n';
             }
             if (options_.patience > 0 && evals_without_improvement_ >= options_.patience) {
-                progress.note("early stopping at step " + std::to_string(step_) + ": no improvement in " +
-                              std::to_string(options_.patience) + " evaluations");
+                progress.note("early stopping at step " + std::to_string(step_) +
+                              ": no improvement in " + std::to_string(options_.patience) +
+                              " evaluations");
                 report.early_stopped = true;
                 break;
             }
@@ -236,14 +253,15 @@ private:
     void load_params(const std::vector<std::pair<std::string, Mat<T>>>& values) {
         const auto params = method_.parameters();
         if (values.size() != params.size())
-            throw ConfigError("Trainer: the state has " + std::to_string(values.size()) + " parameters, the method " +
-                              std::to_string(params.size()));
+            throw ConfigError("Trainer: the state has " + std::to_string(values.size()) +
+                              " parameters, the method " + std::to_string(params.size()));
         for (std::size_t i = 0; i < params.size(); ++i) {
             const auto& [name, value] = values[i];
             if (name != params[i]->name())
-                throw ConfigError("Trainer: the state's parameter " + std::to_string(i) + " is '" + name +
-                                  "', the method's is '" + params[i]->name() + "'");
-            if (value.rows() != params[i]->value().rows() || value.cols() != params[i]->value().cols())
+                throw ConfigError("Trainer: the state's parameter " + std::to_string(i) + " is '" +
+                                  name + "', the method's is '" + params[i]->name() + "'");
+            if (value.rows() != params[i]->value().rows() ||
+                value.cols() != params[i]->value().cols())
                 throw ShapeError::mismatch("Trainer::load_state", name, params[i]->value().rows(),
                                            params[i]->value().cols(), value.rows(), value.cols());
         }
@@ -259,7 +277,9 @@ private:
         csv.open(options_.metrics_csv, fresh ? std::ios::trunc : std::ios::app);
         if (!csv) throw IoError("Trainer: cannot write metrics to '" + options_.metrics_csv + "'");
         csv.precision(9);
-        if (fresh) csv << "step,epoch,lr,loss,eval_loss,eval_perplexity,eval_token_accuracy,tokens_per_second\n";
+        if (fresh)
+            csv << "step,epoch,lr,loss,eval_loss,eval_perplexity,eval_token_accuracy,tokens_per_"
+                   "second\n";
         return csv;
     }
 
