@@ -33,13 +33,15 @@ struct Gpt2Small {
         Rng rng(1);
         tensors.reserve(256);  // the weights view these matrices: they must never move
         model.config = config;
-        model.weights = nn::Gpt2::bind_hf<float>(config, [&](const std::string&, Index rows, Index cols) {
-            Mat<float> m(rows, cols);
-            const bool gain = rows == 1 && cols == config.dim;
-            for (Index i = 0; i < m.size(); ++i) m.data()[i] = gain ? 1.0f : float(rng.uniform(-0.02, 0.02));
-            tensors.push_back(std::move(m));
-            return Weight<float>{tensors.back().data(), rows, cols};
-        });
+        model.weights =
+            nn::Gpt2::bind_hf<float>(config, [&](const std::string&, Index rows, Index cols) {
+                Mat<float> m(rows, cols);
+                const bool gain = rows == 1 && cols == config.dim;
+                for (Index i = 0; i < m.size(); ++i)
+                    m.data()[i] = gain ? 1.0f : float(rng.uniform(-0.02, 0.02));
+                tensors.push_back(std::move(m));
+                return Weight<float>{tensors.back().data(), rows, cols};
+            });
     }
 };
 
@@ -59,8 +61,10 @@ nn::TokenBatch training_batch(const nn::Config& c) {
     b.batch = 4;
     b.seq = 128;
     Rng rng(2);
-    for (Index i = 0; i < b.batch * b.seq; ++i) b.ids.push_back(std::int32_t(rng.below(std::uint64_t(c.vocab_size))));
-    for (std::size_t i = 0; i < b.ids.size(); ++i) b.targets.push_back(i + 1 < b.ids.size() ? b.ids[i + 1] : -100);
+    for (Index i = 0; i < b.batch * b.seq; ++i)
+        b.ids.push_back(std::int32_t(rng.below(std::uint64_t(c.vocab_size))));
+    for (std::size_t i = 0; i < b.ids.size(); ++i)
+        b.targets.push_back(i + 1 < b.ids.size() ? b.ids[i + 1] : -100);
     return b;
 }
 
@@ -68,7 +72,8 @@ void BM_TrainStepPromptTuning(benchmark::State& state) {
     const auto& m = gpt2_small();
     const nn::TokenBatch batch = training_batch(m.config);
     Rng rng(3);
-    peft::PromptTuning<float> method(m.config, peft::init_normal<float>(20, m.config.dim, 0.02, rng));
+    peft::PromptTuning<float> method(m.config,
+                                     peft::init_normal<float>(20, m.config.dim, 0.02, rng));
     optim::AdamW<float> adamw(method.parameters(), {.lr = 1e-3, .weight_decay = 0});
     for (auto _ : state) {
         autograd::Tape<float> tape;
@@ -78,7 +83,8 @@ void BM_TrainStepPromptTuning(benchmark::State& state) {
         adamw.zero_grad();
     }
     state.counters["peak_rss_MB"] = peak_rss_mb();
-    state.counters["tokens/s"] = benchmark::Counter(double(batch.batch * batch.seq), benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["tokens/s"] = benchmark::Counter(double(batch.batch * batch.seq),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_TrainStepPromptTuning)->Unit(benchmark::kMillisecond)->MinTime(5.0);
 
@@ -98,7 +104,8 @@ void BM_TrainStepPrefixTuning(benchmark::State& state) {
         adamw.zero_grad();
     }
     state.counters["peak_rss_MB"] = peak_rss_mb();
-    state.counters["tokens/s"] = benchmark::Counter(double(batch.batch * batch.seq), benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["tokens/s"] = benchmark::Counter(double(batch.batch * batch.seq),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_TrainStepPrefixTuning)->Unit(benchmark::kMillisecond)->MinTime(5.0);
 
@@ -110,9 +117,11 @@ void BM_Prefill128(benchmark::State& state) {
     for (auto _ : state) {
         nn::Sequence<float> seq;
         nn::Sequence<float>* one[] = {&seq};
-        benchmark::DoNotOptimize(nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids}));
+        benchmark::DoNotOptimize(
+            nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids}));
     }
-    state.counters["tokens/s"] = benchmark::Counter(128.0, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["tokens/s"] =
+        benchmark::Counter(128.0, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Prefill128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 
@@ -120,7 +129,8 @@ BENCHMARK(BM_Prefill128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 void BM_Decode(benchmark::State& state) {
     const auto& m = gpt2_small();
     Rng rng(6);
-    const nn::PromptCache<float> cache = nn::cache_prompt(m.model, peft::init_normal<float>(20, m.config.dim, 0.02, rng));
+    const nn::PromptCache<float> cache =
+        nn::cache_prompt(m.model, peft::init_normal<float>(20, m.config.dim, 0.02, rng));
     std::vector<std::int32_t> ids(128);
     for (auto& id : ids) id = std::int32_t(rng.below(std::uint64_t(m.config.vocab_size)));
     nn::Sequence<float> seq;
@@ -136,12 +146,14 @@ void BM_Decode(benchmark::State& state) {
             nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids});
             state.ResumeTiming();
         }
-        const Mat<float> logits = nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {{next}});
+        const Mat<float> logits =
+            nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {{next}});
         Index best = 0;
         logits.row(0).maxCoeff(&best);
         next = std::int32_t(best);
     }
-    state.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["tokens/s"] =
+        benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Decode)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 

@@ -266,13 +266,16 @@ TEST(Metrics, LabelAccuracyComparesTheCandidateLabelTokens) {
     int right = 0;
     for (const Example& e : data.examples()) {
         autograd::Tape<float> t;
-        nn::TokenBatch one{.batch = 1, .seq = Index(e.ids.size()), .ids = e.ids, .lengths = {}, .targets = {}};
-        const Mat<float> logits = nn::forward(t, model, one, {}, nn::LogitsRequest::kRealPositions).logits.value();
+        nn::TokenBatch one{
+            .batch = 1, .seq = Index(e.ids.size()), .ids = e.ids, .lengths = {}, .targets = {}};
+        const Mat<float> logits =
+            nn::forward(t, model, one, {}, nn::LogitsRequest::kRealPositions).logits.value();
         const Index last_input = 2;
         const std::int32_t predicted = logits(last_input, 7) > logits(last_input, 11) ? 7 : 11;
         right += predicted == e.targets[std::size_t(last_input)] ? 1 : 0;
     }
-    EXPECT_DOUBLE_EQ((label_accuracy<nn::Gpt2, float>(model, nullptr, data, {7, 11}, 4)), right / 10.0);
+    EXPECT_DOUBLE_EQ((label_accuracy<nn::Gpt2, float>(model, nullptr, data, {7, 11}, 4)),
+                     right / 10.0);
     EXPECT_DOUBLE_EQ((label_accuracy<nn::Gpt2, float>(model, nullptr, data, {7}, 4)), 0.5);
 }
 
