@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_model.hpp"
 #include "test_paths.hpp"
 
 namespace {
@@ -139,59 +140,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
 }
 
 /// The golden models of tests/data (see tests/reference/make_golden.py), bound in float.
-struct GoldenModel {
-    nlohmann::json json;
-    nn::Config config;
-    std::map<std::string, Mat<float>> tensors;
-    nn::TokenBatch batch;
-
-    explicit GoldenModel(const std::string& name) {
-        std::ifstream in(test_data_dir() / name);
-        if (!in) throw std::runtime_error("missing golden file " + name);
-        json = nlohmann::json::parse(in);
-        const auto& c = json.at("config");
-        config.dim = c.at("dim");
-        config.hidden_dim = c.at("hidden_dim");
-        config.n_layers = c.at("n_layers");
-        config.n_heads = c.at("n_heads");
-        config.n_kv_heads = c.at("n_kv_heads");
-        config.vocab_size = c.at("vocab_size");
-        config.max_seq_len = c.at("max_seq_len");
-        config.norm_eps = c.at("norm_eps");
-        config.rope_theta = c.at("rope_theta");
-        config.tied_head = c.at("tied_head");
-        config.rope_layout = c.at("rope_layout") == "half_split"
-                                 ? kernels::RopeLayout::kHalfSplit
-                                 : kernels::RopeLayout::kInterleaved;
-        for (const auto& [key, t] : json.at("tensors").items()) {
-            const auto& shape = t.at("shape");
-            Mat<float> m(shape.size() == 1 ? 1 : Index(shape[0]), Index(shape.back()));
-            for (Index i = 0; i < m.size(); ++i)
-                m.data()[i] = float(t.at("data")[std::size_t(i)].get<double>());
-            tensors[key] = m;
-        }
-        const auto& b = json.at("batch");
-        batch.batch = b.at("batch");
-        batch.seq = b.at("seq");
-        batch.ids = b.at("ids").get<std::vector<std::int32_t>>();
-        batch.lengths = b.at("lengths").get<std::vector<std::int32_t>>();
-        batch.targets = b.at("targets").get<std::vector<std::int32_t>>();
-    }
-
-    template <class Arch>
-    nn::Model<Arch, float> model() const {
-        nn::Model<Arch, float> m;
-        m.config = config;
-        m.weights = Arch::template bind_hf<float>(
-            config, [this](const std::string& name, Index r, Index c) {
-                const Mat<float>& t = tensors.at(name);
-                if (t.rows() != r || t.cols() != c)
-                    throw ShapeError::mismatch("golden", name, r, c, t.rows(), t.cols());
-                return Weight<float>{t.data(), r, c};
-            });
-        return m;
-    }
-};
+using GoldenModel = softprompt::testing::Golden<float>;
 
 template <class Arch, class T>
 Mat<T> logits_of(const nn::Model<Arch, T>& model, const nn::TokenBatch& batch) {

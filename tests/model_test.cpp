@@ -17,9 +17,14 @@
 #include <vector>
 
 #include "golden_model.hpp"
+#include "stories_golden.hpp"
 #include "test_paths.hpp"
 
 namespace {
+
+using softprompt::testing::GoldenLogits;
+using softprompt::testing::read_golden_logits;
+using softprompt::testing::read_ids;
 
 using namespace softprompt;
 using namespace softprompt::nn;
@@ -343,41 +348,6 @@ TEST(Generate, SamplerIsSeededAndRespectsTopK) {
 
 // ------------------------------------------------------------------------------------------------
 // The real stories260K model (llama2.c format) against llama2.c's own outputs.
-
-std::vector<std::int32_t> read_ids(const fs::path& path) {
-    std::ifstream in(path);
-    std::vector<std::int32_t> ids;
-    for (std::int32_t id; in >> id;) ids.push_back(id);
-    return ids;
-}
-
-struct GoldenLogits {
-    std::vector<std::int32_t> tokens;
-    Mat<float> logits;  // [positions, vocab]
-};
-
-GoldenLogits read_golden_logits(const fs::path& path) {
-    std::ifstream in(path);
-    GoldenLogits g;
-    std::vector<std::vector<float>> rows;
-    for (std::string line; std::getline(in, line);) {
-        if (line.rfind("# tokens:", 0) == 0) {
-            std::istringstream s(line.substr(9));
-            for (std::int32_t id; s >> id;) g.tokens.push_back(id);
-        }
-        if (line.empty() || line[0] == '#') continue;
-        std::istringstream s(line);
-        int pos, token_in, argmax;
-        s >> pos >> token_in >> argmax;
-        std::vector<float> row;
-        for (float v; s >> v;) row.push_back(v);
-        rows.push_back(row);
-    }
-    g.logits.resize(Index(rows.size()), rows.empty() ? 0 : Index(rows[0].size()));
-    for (std::size_t r = 0; r < rows.size(); ++r)
-        for (std::size_t c = 0; c < rows[r].size(); ++c) g.logits(Index(r), Index(c)) = rows[r][c];
-    return g;
-}
 
 TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
     const fs::path model_path = assets_dir() / "models" / "stories260K.bin";

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "golden_model.hpp"
 #include "test_paths.hpp"
 
 namespace {
@@ -50,18 +51,7 @@ const nlohmann::json& golden() {
     return json;
 }
 
-/// A golden tensor as a Mat; 1-D tensors become [1 x n] rows.
-template <class T>
-Mat<T> tensor_of(const nlohmann::json& t) {
-    const auto& shape = t.at("shape");
-    const Index rows = shape.size() == 1 ? 1 : Index(shape[0]);
-    const Index cols = shape.size() == 1 ? Index(shape[0]) : Index(shape[1]);
-    Mat<T> m(rows, cols);
-    const auto& data = t.at("data");
-    EXPECT_EQ(Index(data.size()), m.size());
-    for (Index i = 0; i < m.size(); ++i) m.data()[i] = T(data[std::size_t(i)].get<double>());
-    return m;
-}
+using softprompt::testing::tensor_of;
 
 /// max |got − want| / max |want|: the error relative to the tensor's scale.
 template <class T>

@@ -31,11 +31,10 @@ struct PromptCache {
     Index length() const { return keys.empty() ? 0 : keys.front().rows(); }
 };
 
-/// Prompt tuning: run the virtual tokens [P, d] once, keep their keys/values.
-template <class Arch, class T>
-PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
-    autograd::Tape<T> tape;  // nothing is trainable: nothing is recorded
-    AdapterInput<T> kv = virtual_token_kv(tape, model, tape.constant(prompt));
+namespace detail {
+/// The values of an adapter input's per-layer keys and values.
+template <class T>
+PromptCache<T> to_cache(const AdapterInput<T>& kv) {
     PromptCache<T> cache;
     for (std::size_t l = 0; l < kv.keys.size(); ++l) {
         cache.keys.push_back(kv.keys[l].value());
@@ -43,18 +42,20 @@ PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
     }
     return cache;
 }
+}  // namespace detail
+
+/// Prompt tuning: run the virtual tokens [P, d] once, keep their keys/values.
+template <class Arch, class T>
+PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
+    autograd::Tape<T> tape;  // nothing is trainable: nothing is recorded
+    return detail::to_cache(virtual_token_kv(tape, model, tape.constant(prompt)));
+}
 
 /// Prefix tuning: split a PEFT prefix tensor [P, L*2*Hkv*hd] into the per-layer cache.
 template <class T>
 PromptCache<T> cache_prefix(const Config& config, const Mat<T>& prefix) {
     autograd::Tape<T> tape;
-    AdapterInput<T> kv = split_prefix(tape, config, tape.constant(prefix));
-    PromptCache<T> cache;
-    for (std::size_t l = 0; l < kv.keys.size(); ++l) {
-        cache.keys.push_back(kv.keys[l].value());
-        cache.values.push_back(kv.values[l].value());
-    }
-    return cache;
+    return detail::to_cache(split_prefix(tape, config, tape.constant(prefix)));
 }
 
 /// One sequence being generated: its adapter's prompt cache (or none) and the keys/values of its
