@@ -8,16 +8,15 @@
 //       instruction, the model frozen: for "reverse", which the model knows, and for "reverse then
 //       upper", which it was never shown; then prints one table of the results;
 //   (c) saves the adapters in Hugging Face PEFT's format, loads them back, and serves the
-//   prompt-based
-//       ones together, one request per adapter plus one without, in a single mixed batch (LoRA,
-//       which changes weights, from its merged model).
+//       prompt-based ones together, one request per adapter plus one without, in a single mixed
+//       batch (LoRA, which changes weights, from its merged model).
 //
 // Build and run, from the repository root:
 //   cmake --preset release && cmake --build --preset release --target quickstart &&
 //   build/release/examples/quickstart
 // or without CMake:
-//   g++ -std=c++20 -O2 -Iinclude -I/usr/include/eigen3 examples/quickstart/main.cpp -o quickstart
-//   && ./quickstart
+//   g++ -std=c++20 -O2 -Iinclude -I/usr/include/eigen3 examples/quickstart/main.cpp \
+//       -o quickstart && ./quickstart
 //
 // Options: --steps (training steps per adapter, 200), --seed (1), --data (the model folder; by
 // default examples/data/tiny_tasks of the source tree this file is in).
