@@ -15,7 +15,7 @@
 //   cmake --preset release && cmake --build --preset release --target quickstart &&
 //   build/release/examples/quickstart
 // or without CMake:
-//   g++ -std=c++20 -O2 -Iinclude -I/usr/include/eigen3 examples/quickstart/main.cpp \
+//   g++ -std=c++20 -O2 -Iinclude -I/usr/include/eigen3 examples/quickstart/main.cpp
 //       -o quickstart && ./quickstart
 //
 // Options: --steps (training steps per adapter, 200), --seed (1), --data (the model folder; by
