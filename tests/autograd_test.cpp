@@ -189,6 +189,30 @@ TEST(Gradcheck, CrossEntropyWithIgnoredPositions) {
                            [&](Tape<D>& t) { return cross_entropy(t, t.param(logits), targets); });
 }
 
+TEST(Gradcheck, LinearCrossEntropyFusedWithAFrozenHead) {
+    Param<D> h("h", random_matrix(5, 4, 36));
+    const Mat<D> head = random_matrix(7, 4, 37, 1.5);
+    const std::vector<std::int32_t> targets = {1, -100, 6, 0, -1};
+    expect_gradients_match({&h}, [&](Tape<D>& t) {
+        return scale(t, linear_cross_entropy(t, t.param(h), frozen(head), targets), 1.7);
+    });
+}
+
+TEST(Gradcheck, FrozenMatmulWithBias) {
+    Param<D> x("x", random_matrix(3, 4, 38));
+    const Mat<D> w = random_matrix(4, 5, 39), bias = random_matrix(1, 5, 40);
+    expect_gradients_match(
+        {&x}, [&](Tape<D>& t) { return probe(t, matmul(t, t.param(x), frozen(w), frozen(bias))); });
+    Tape<D> t;
+    const Mat<D> expected = (x.value() * w).rowwise() + bias.row(0);
+    EXPECT_LT((matmul(t, t.constant(x.value()), frozen(w), frozen(bias)).value() - expected)
+                  .cwiseAbs()
+                  .maxCoeff(),
+              1e-14);
+    EXPECT_THROW(matmul(t, t.constant(x.value()), frozen(w), frozen(Mat<D>(bias.leftCols(4)))),
+                 ShapeError);
+}
+
 TEST(Gradcheck, MeanAndSum) {
     Param<D> x("x", random_matrix(3, 4, 35));
     expect_gradients_match({&x}, [&](Tape<D>& t) {
@@ -272,6 +296,28 @@ TEST(Forward, LayerNormAndRmsNormStatistics) {
     }
     const Mat<D> z = rms_norm(t, t.constant(x), frozen(ones), 0.0).value();
     for (Index r = 0; r < 4; ++r) EXPECT_NEAR(z.row(r).squaredNorm() / 16.0, 1.0, 1e-12);
+}
+
+TEST(Forward, LinearCrossEntropyEqualsTheUnfusedHeadForEveryBlockSize) {
+    const Mat<D> h = random_matrix(7, 4, 52), head = random_matrix(9, 4, 53, 1.5);
+    const std::vector<std::int32_t> targets = {3, -100, 8, 0, -100, 2, 5};
+    Tape<D> t;
+    Param<D> hp("h", h);
+    Var<D> loss = cross_entropy(t, matmul_wt(t, t.param(hp), frozen(head)), targets);
+    t.backward(loss);
+    for (Index block : {1, 2, 3, 7, 100}) {
+        Mat<D> dh;
+        const D fused = kernels::linear_cross_entropy<D>(
+            h, frozen(head), targets, kernels::counted_targets(targets), &dh, block);
+        EXPECT_NEAR(fused, loss.item(), 1e-13) << "block " << block;
+        EXPECT_LT((dh - hp.grad()).cwiseAbs().maxCoeff(), 1e-14) << "block " << block;
+        EXPECT_EQ(dh.row(1).cwiseAbs().maxCoeff(), 0.0) << "an ignored row has no gradient";
+    }
+    const std::vector<std::int32_t> none(7, -100), outside = {3, -100, 9, 0, -100, 2, 5};
+    EXPECT_THROW(linear_cross_entropy(t, t.constant(h), frozen(head), none), NumericError);
+    EXPECT_THROW(linear_cross_entropy(t, t.constant(h), frozen(head), outside), ShapeError);
+    EXPECT_THROW(linear_cross_entropy(t, t.constant(h), frozen(Mat<D>(head.leftCols(3))), targets),
+                 ShapeError);
 }
 
 TEST(Forward, CrossEntropyMatchesDirectFormula) {
@@ -410,6 +456,36 @@ struct ReadOnlyWeight {
     ~ReadOnlyWeight() { munmap(pages, bytes); }
     const float* data() const { return static_cast<const float*>(pages); }
 };
+
+TEST(Frozen, ValuesNoBackwardReadsAreFreedWhenTheForwardPassDropsThem) {
+    Param<D> x("x", random_matrix(4, 6, 60));
+    const Mat<D> w1 = random_matrix(8, 6, 61), w2 = random_matrix(3, 8, 62);
+    Tape<D> tape;
+    std::shared_ptr<detail::Node<D>> pre_node, post_node;
+    Var<D> loss;
+    {
+        Var<D> pre = matmul_wt(tape, tape.param(x), frozen(w1));  // gelu's backward reads it
+        Var<D> post = gelu(tape, pre);  // read by nothing: a frozen product needs no input
+        Var<D> out = matmul_wt(tape, post, frozen(w2));
+        loss = probe(tape, out);
+        pre_node = pre.node();
+        post_node = post.node();
+        EXPECT_FALSE(post_node->released) << "a Var still refers to it";
+    }
+    EXPECT_TRUE(post_node->released) << "no Var and no backward refers to it";
+    EXPECT_EQ(post_node->owned.size(), 0);
+    EXPECT_FALSE(pre_node->released) << "gelu's backward reads it";
+    EXPECT_THROW(post_node->value(), ConfigError);
+    tape.backward(loss);
+
+    // The gradient is the one of the same computation with every value kept alive.
+    Tape<D> again;
+    Param<D> x2("x", x.value());
+    Var<D> pre = matmul_wt(again, again.param(x2), frozen(w1));
+    Var<D> post = gelu(again, pre);
+    again.backward(probe(again, matmul_wt(again, post, frozen(w2))));
+    EXPECT_EQ((x.grad() - x2.grad()).cwiseAbs().maxCoeff(), 0.0);
+}
 
 TEST(Frozen, WeightBytesUnchangedAfter100OptimizerSteps) {
     const Index d = 16, P = 4, S = 6;

@@ -54,7 +54,8 @@ double max_rel(const Mat<T>& got, const Mat<T>& want) {
 enum class Case { kBase, kPrompt, kPrefix };
 
 template <class Arch, class T>
-void check_golden(const std::string& file, Case which, double logit_tol, double grad_tol) {
+void check_golden(const std::string& file, Case which, LogitsRequest request, double logit_tol,
+                  double grad_tol) {
     const Golden<T> g(file);
     const Model<Arch, T> model = g.template model<Arch>();
     const char* name = which == Case::kBase ? "base" : which == Case::kPrompt ? "prompt" : "prefix";
@@ -68,9 +69,12 @@ void check_golden(const std::string& file, Case which, double logit_tol, double 
         param.emplace("prefix", g.expected(name, "prefix"));
         soft = split_prefix(tape, g.config, tape.param(*param));
     }
-    ForwardOutput<T> out = forward(tape, model, g.batch, soft, LogitsRequest::kRealPositions);
-    EXPECT_LE(max_abs(out.logits.value(), g.expected(name, "logits")), logit_tol)
-        << file << " " << name;
+    ForwardOutput<T> out = forward(tape, model, g.batch, soft, request);
+    if (request == LogitsRequest::kLossOnly)
+        EXPECT_FALSE(out.logits.defined()) << "the fused head keeps no logits";
+    else
+        EXPECT_LE(max_abs(out.logits.value(), g.expected(name, "logits")), logit_tol)
+            << file << " " << name;
     EXPECT_NEAR(double(out.loss.item()), g.loss(name), logit_tol) << file << " " << name;
     if (param) {
         tape.backward(out.loss);
@@ -81,10 +85,12 @@ void check_golden(const std::string& file, Case which, double logit_tol, double 
 
 template <class Arch>
 void check_golden_all(const std::string& file) {
-    for (Case c : {Case::kBase, Case::kPrompt, Case::kPrefix}) {
-        check_golden<Arch, double>(file, c, 1e-9, 1e-9);
-        check_golden<Arch, float>(file, c, 1e-4, 1e-3);
-    }
+    // kLossOnly: the LM head fused with the loss (no logits) gives the same loss and gradients.
+    for (LogitsRequest request : {LogitsRequest::kRealPositions, LogitsRequest::kLossOnly})
+        for (Case c : {Case::kBase, Case::kPrompt, Case::kPrefix}) {
+            check_golden<Arch, double>(file, c, request, 1e-9, 1e-9);
+            check_golden<Arch, float>(file, c, request, 1e-4, 1e-3);
+        }
 }
 
 TEST(Golden, Gpt2LogitsLossAndSoftPromptGradients) { check_golden_all<Gpt2>("golden_gpt2.json"); }

@@ -1,7 +1,8 @@
 #pragma once
 // Neural-network ops on a tape: activations, normalisations, softmax, RoPE, attention with a
-// key/value prefix, and cross-entropy. Each wraps a forward/backward kernel pair from kernels/ and
-// records only when an input needs a gradient. Norm gains and biases are frozen weights.
+// key/value prefix, cross-entropy, and cross-entropy fused with the LM head. Each wraps a
+// forward/backward kernel pair from kernels/ and records only when an input needs a gradient. Norm
+// gains and biases are frozen weights.
 
 #include <cstdint>
 #include <span>
@@ -13,6 +14,7 @@
 #include "softprompt/autograd/tape.hpp"
 #include "softprompt/kernels/activation.hpp"
 #include "softprompt/kernels/attention.hpp"
+#include "softprompt/kernels/lm_loss.hpp"
 #include "softprompt/kernels/norm.hpp"
 #include "softprompt/kernels/rope.hpp"
 #include "softprompt/kernels/softmax.hpp"
@@ -32,7 +34,7 @@ Var<T> gelu(Tape<T>& tape, const Var<T>& x) {
     detail::require_defined("gelu", x, "x");
     Mat<T> y(x.rows(), x.cols());
     kernels::gelu_forward<T>(x.value(), y);
-    auto xn = x.node();
+    auto xn = x.requires_grad() ? detail::keep_value(x) : x.node();
     return tape.record("gelu", std::move(y), x.requires_grad(), [xn](const Mat<T>& dy) {
         kernels::gelu_backward<T>(xn->value(), dy, detail::grad_buffer(*xn));
     });
@@ -44,7 +46,7 @@ Var<T> silu(Tape<T>& tape, const Var<T>& x) {
     detail::require_defined("silu", x, "x");
     Mat<T> y(x.rows(), x.cols());
     kernels::silu_forward<T>(x.value(), y);
-    auto xn = x.node();
+    auto xn = x.requires_grad() ? detail::keep_value(x) : x.node();
     return tape.record("silu", std::move(y), x.requires_grad(), [xn](const Mat<T>& dy) {
         kernels::silu_backward<T>(xn->value(), dy, detail::grad_buffer(*xn));
     });
@@ -85,7 +87,7 @@ Var<T> relu(Tape<T>& tape, const Var<T>& x) {
     detail::require_defined("relu", x, "x");
     Mat<T> y(x.rows(), x.cols());
     kernels::relu_forward<T>(x.value(), y);
-    auto xn = x.node();
+    auto xn = x.requires_grad() ? detail::keep_value(x) : x.node();
     return tape.record("relu", std::move(y), x.requires_grad(), [xn](const Mat<T>& dy) {
         kernels::relu_backward<T>(xn->value(), dy, detail::grad_buffer(*xn));
     });
@@ -101,7 +103,9 @@ Var<T> swiglu(Tape<T>& tape, const Var<T>& gate, const Var<T>& up) {
                                    "up", up.rows(), up.cols());
     Mat<T> y(gate.rows(), gate.cols());
     kernels::swiglu_forward<T>(gate.value(), up.value(), y);
-    auto gn = gate.node(), un = up.node();
+    const bool any_grad = gate.requires_grad() || up.requires_grad();
+    auto gn = any_grad ? detail::keep_value(gate) : gate.node();
+    auto un = any_grad ? detail::keep_value(up) : up.node();
     return tape.record("swiglu", std::move(y), gate.requires_grad() || up.requires_grad(),
                        [gn, un](const Mat<T>& dy) {
                            Mat<T> none;
@@ -133,7 +137,7 @@ Var<T> layer_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, WeightArg<
     Mat<T> y(x.rows(), x.cols());
     Eigen::VectorX<T> mean(x.rows()), rstd(x.rows());
     kernels::layer_norm_forward<T>(x.value(), gamma, beta, eps, y, mean, rstd);
-    auto xn = x.node();
+    auto xn = x.requires_grad() ? detail::keep_value(x) : x.node();
     return tape.record(
         "layer_norm", std::move(y), x.requires_grad(),
         [xn, gamma, mean = std::move(mean), rstd = std::move(rstd)](const Mat<T>& dy) {
@@ -150,7 +154,7 @@ Var<T> rms_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, std::type_id
     Mat<T> y(x.rows(), x.cols());
     Eigen::VectorX<T> rstd(x.rows());
     kernels::rms_norm_forward<T>(x.value(), gamma, eps, y, rstd);
-    auto xn = x.node();
+    auto xn = x.requires_grad() ? detail::keep_value(x) : x.node();
     return tape.record("rms_norm", std::move(y), x.requires_grad(),
                        [xn, gamma, rstd = std::move(rstd)](const Mat<T>& dy) {
                            kernels::rms_norm_backward<T>(xn->value(), gamma, rstd, dy,
@@ -234,8 +238,8 @@ Var<T> attention(Tape<T>& tape, const Var<T>& q, const Var<T>& k, const Var<T>& 
                                   any_grad ? &probs : nullptr);
     if (!any_grad) return tape.constant(std::move(y));
 
-    auto qn = q.node(), kn = k.node(), vn = v.node();
-    auto pkn = prefix_k.node(), pvn = prefix_v.node();
+    auto qn = detail::keep_value(q), kn = detail::keep_value(k), vn = detail::keep_value(v);
+    auto pkn = detail::keep_value(prefix_k), pvn = detail::keep_value(prefix_v);
     std::vector<std::int32_t> kept(lengths.begin(), lengths.end());
     return tape.record(
         "attention", std::move(y), true,
@@ -275,13 +279,53 @@ Var<T> cross_entropy(Tape<T>& tape, const Var<T>& logits, std::span<const std::i
     if (count == 0)
         throw NumericError("cross_entropy: all " + std::to_string(targets.size()) +
                            " targets are ignored; the mean loss is undefined");
-    auto ln = logits.node();
+    auto ln = logits.requires_grad() ? detail::keep_value(logits) : logits.node();
     std::vector<std::int32_t> kept(targets.begin(), targets.end());
     return tape.record("cross_entropy", std::move(loss), logits.requires_grad(),
                        [ln, kept = std::move(kept), lse = std::move(lse), count](const Mat<T>& dy) {
                            kernels::cross_entropy_backward<T>(ln->value(), kept, lse,
                                                               dy(0, 0) / T(count),
                                                               detail::grad_buffer(*ln));
+                       });
+}
+
+/// cross_entropy(h·headᵀ, targets) with a frozen head [V, d] and h [N, d], without the [N, V]
+/// logits: rows go through the head a block at a time (kernels/lm_loss.hpp). When h needs a
+/// gradient it is formed during this forward pass and backward only scales it. Use it when only
+/// the loss is wanted; the value equals the unfused composition up to summation order.
+template <class T>
+Var<T> linear_cross_entropy(Tape<T>& tape, const Var<T>& h, WeightArg<T> head,
+                            std::span<const std::int32_t> targets) {
+    detail::require_defined("linear_cross_entropy", h, "h");
+    if (h.cols() != head.cols())
+        throw ShapeError::operands("linear_cross_entropy",
+                                   "h.cols must equal head.cols (head is [V, d])", "h", h.rows(),
+                                   h.cols(), "head", head.rows(), head.cols());
+    if (Index(targets.size()) != h.rows())
+        throw ShapeError("linear_cross_entropy: " + std::to_string(targets.size()) +
+                         " targets for " + std::to_string(h.rows()) + " rows");
+    for (std::size_t i = 0; i < targets.size(); ++i)
+        if (targets[i] >= head.rows())
+            throw ShapeError("linear_cross_entropy: target " + std::to_string(targets[i]) +
+                             " at row " + std::to_string(i) + " is outside the " +
+                             std::to_string(head.rows()) + " classes");
+    const Index count = kernels::counted_targets(targets);
+    if (count == 0)
+        throw NumericError("linear_cross_entropy: all " + std::to_string(targets.size()) +
+                           " targets are ignored; the mean loss is undefined");
+    Mat<T> loss(1, 1);
+    if (!h.requires_grad()) {
+        loss(0, 0) = kernels::linear_cross_entropy<T>(h.value(), head, targets, count, nullptr);
+        return tape.constant(std::move(loss));
+    }
+    Mat<T> dh;
+    loss(0, 0) = kernels::linear_cross_entropy<T>(h.value(), head, targets, count, &dh);
+    ++tape.stats().forward_products;
+    ++tape.stats().input_grad_products;
+    auto hn = h.node();
+    return tape.record("linear_cross_entropy", std::move(loss), true,
+                       [hn, dh = std::move(dh)](const Mat<T>& dy) {
+                           detail::accumulate_grad(*hn, dh * dy(0, 0));
                        });
 }
 

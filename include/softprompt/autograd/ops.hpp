@@ -52,7 +52,7 @@ Var<T> matmul_wt(Tape<T>& tape, const Var<T>& x, WeightArg<T> w) {
     Tape<T>* counts = &tape;
     return tape.record("matmul_wt", std::move(y), x.requires_grad(),
                        [xn, w, counts](const Mat<T>& dy) {
-                           detail::accumulate_grad(*xn, dy * w);
+                           detail::accumulate_product(*xn, dy, w);
                            ++counts->stats().input_grad_products;
                        });
 }
@@ -71,7 +71,29 @@ Var<T> matmul(Tape<T>& tape, const Var<T>& x, WeightArg<T> w) {
     Tape<T>* counts = &tape;
     return tape.record("matmul", std::move(y), x.requires_grad(),
                        [xn, w, counts](const Mat<T>& dy) {
-                           detail::accumulate_grad(*xn, dy * w.transpose());
+                           detail::accumulate_product(*xn, dy, w.transpose());
+                           ++counts->stats().input_grad_products;
+                       });
+}
+
+/// y = x·W + bias with a frozen W [in, out] and bias [1, out] (GPT-2's Conv1D) in one op, so the
+/// product is not kept next to its biased copy. Backward: dx += dy·Wᵀ only.
+template <class T>
+Var<T> matmul(Tape<T>& tape, const Var<T>& x, WeightArg<T> w, WeightArg<T> bias) {
+    detail::require_defined("matmul", x, "x");
+    if (x.cols() != w.rows())
+        throw ShapeError::operands("matmul", "x.cols must equal W.rows (W is [in, out])", "x",
+                                   x.rows(), x.cols(), "W", w.rows(), w.cols());
+    if (bias.rows() != 1 || bias.cols() != w.cols())
+        throw ShapeError::mismatch("matmul", "bias", 1, w.cols(), bias.rows(), bias.cols());
+    Mat<T> y = bias.replicate(x.rows(), 1);
+    kernels::gemm_accumulate(y, x.value(), w);
+    ++tape.stats().forward_products;
+    auto xn = x.node();
+    Tape<T>* counts = &tape;
+    return tape.record("matmul_bias", std::move(y), x.requires_grad(),
+                       [xn, w, counts](const Mat<T>& dy) {
+                           detail::accumulate_product(*xn, dy, w.transpose());
                            ++counts->stats().input_grad_products;
                        });
 }
@@ -87,7 +109,9 @@ Var<T> matmul_wt(Tape<T>& tape, const Var<T>& x, const Var<T>& w) {
     Mat<T> y(x.rows(), w.rows());
     kernels::gemm(y, x.value(), w.value().transpose());
     ++tape.stats().forward_products;
-    auto xn = x.node(), wn = w.node();
+    // dx needs W's value and dW needs x's: keep each only when the other side trains.
+    auto xn = w.requires_grad() ? detail::keep_value(x) : x.node();
+    auto wn = x.requires_grad() ? detail::keep_value(w) : w.node();
     Tape<T>* counts = &tape;
     return tape.record("matmul_wt", std::move(y), x.requires_grad() || w.requires_grad(),
                        [xn, wn, counts](const Mat<T>& dy) {
@@ -113,7 +137,9 @@ Var<T> matmul(Tape<T>& tape, const Var<T>& x, const Var<T>& w) {
     Mat<T> y(x.rows(), w.cols());
     kernels::gemm(y, x.value(), w.value());
     ++tape.stats().forward_products;
-    auto xn = x.node(), wn = w.node();
+    // dx needs W's value and dW needs x's: keep each only when the other side trains.
+    auto xn = w.requires_grad() ? detail::keep_value(x) : x.node();
+    auto wn = x.requires_grad() ? detail::keep_value(w) : w.node();
     Tape<T>* counts = &tape;
     return tape.record("matmul", std::move(y), x.requires_grad() || w.requires_grad(),
                        [xn, wn, counts](const Mat<T>& dy) {
@@ -193,7 +219,8 @@ Var<T> mul(Tape<T>& tape, const Var<T>& a, const Var<T>& b) {
     detail::require_defined("mul", b, "b");
     detail::require_same_shape("mul", a, b);
     Mat<T> y = a.value().cwiseProduct(b.value());
-    auto an = a.node(), bn = b.node();
+    auto an = b.requires_grad() ? detail::keep_value(a) : a.node();
+    auto bn = a.requires_grad() ? detail::keep_value(b) : b.node();
     return tape.record("mul", std::move(y), a.requires_grad() || b.requires_grad(),
                        [an, bn](const Mat<T>& dy) {
                            if (an->requires_grad)
@@ -232,7 +259,7 @@ Var<T> concat_rows(Tape<T>& tape, const std::vector<Var<T>>& parts) {
     return tape.record("concat_rows", std::move(y), any_grad, [nodes](const Mat<T>& dy) {
         Index offset = 0;
         for (const auto& n : nodes) {
-            const Index r = n->value().rows();
+            const Index r = n->rows;
             if (n->requires_grad) detail::accumulate_grad(*n, dy.middleRows(offset, r));
             offset += r;
         }
@@ -265,7 +292,7 @@ Var<T> concat_cols(Tape<T>& tape, const std::vector<Var<T>>& parts) {
     return tape.record("concat_cols", std::move(y), any_grad, [nodes](const Mat<T>& dy) {
         Index offset = 0;
         for (const auto& n : nodes) {
-            const Index c = n->value().cols();
+            const Index c = n->cols;
             if (n->requires_grad) detail::accumulate_grad(*n, dy.middleCols(offset, c));
             offset += c;
         }
@@ -354,8 +381,7 @@ Var<T> sum(Tape<T>& tape, const Var<T>& x) {
     y(0, 0) = x.value().sum();
     auto xn = x.node();
     return tape.record("sum", std::move(y), x.requires_grad(), [xn](const Mat<T>& dy) {
-        detail::accumulate_grad(*xn,
-                                Mat<T>::Constant(xn->value().rows(), xn->value().cols(), dy(0, 0)));
+        detail::accumulate_grad(*xn, Mat<T>::Constant(xn->rows, xn->cols, dy(0, 0)));
     });
 }
 
@@ -369,8 +395,7 @@ Var<T> mean(Tape<T>& tape, const Var<T>& x) {
     y(0, 0) = x.value().sum() / n;
     auto xn = x.node();
     return tape.record("mean", std::move(y), x.requires_grad(), [xn, n](const Mat<T>& dy) {
-        detail::accumulate_grad(
-            *xn, Mat<T>::Constant(xn->value().rows(), xn->value().cols(), dy(0, 0) / n));
+        detail::accumulate_grad(*xn, Mat<T>::Constant(xn->rows, xn->cols, dy(0, 0) / n));
     });
 }
 

@@ -20,6 +20,7 @@
 
 #include "softprompt/core/tensor.hpp"
 #include "softprompt/error.hpp"
+#include "softprompt/kernels/gemm.hpp"
 
 namespace softprompt::autograd {
 
@@ -37,8 +38,41 @@ struct Node {
     const char* op = "constant";
     // Receives this node's gradient and adds the inputs' gradients into their nodes.
     std::function<void(const Mat<T>& grad_out)> backward;
+    Index rows = 0, cols = 0;  // the value's shape, known even after the value is released
+    int readers = 0;           // recorded backward functions that read this value (see keep_value)
+    bool released = false;
 
-    const Mat<T>& value() const { return borrowed != nullptr ? *borrowed : owned; }
+    const Mat<T>& value() const {
+        if (released)
+            throw ConfigError(std::string("autograd: the value of a '") + op +
+                              "' node was released (no Var refers to it and no backward declared "
+                              "that it reads it); an op reading an input in backward must call "
+                              "detail::keep_value on it");
+        return borrowed != nullptr ? *borrowed : owned;
+    }
+    void set_value(Mat<T> v) {
+        rows = v.rows();
+        cols = v.cols();
+        owned = std::move(v);
+    }
+};
+
+// Frees a node's value when the last Var referring to it goes away, unless a backward function
+// still reads it. Activations that backward never reads (the input of a product with a frozen
+// weight, a normalised or activated copy) therefore live only while the forward pass uses them:
+// a training step keeps what its backward needs, not every intermediate.
+template <class T>
+struct ValueLease {
+    std::weak_ptr<Node<T>> node;
+    ValueLease(const ValueLease&) = delete;
+    ValueLease& operator=(const ValueLease&) = delete;
+    explicit ValueLease(const std::shared_ptr<Node<T>>& n) : node(n) {}
+    ~ValueLease() {
+        const auto n = node.lock();
+        if (n == nullptr || n->readers > 0 || n->borrowed != nullptr) return;
+        n->owned = Mat<T>();
+        n->released = true;
+    }
 };
 
 }  // namespace detail
@@ -63,12 +97,14 @@ public:
         return value()(0, 0);
     }
 
-    // For ops: the shared node.
+    // For ops: the shared node. Only the tape makes Vars, one per node; copies share its lease.
     const std::shared_ptr<detail::Node<T>>& node() const { return node_; }
-    explicit Var(std::shared_ptr<detail::Node<T>> node) : node_(std::move(node)) {}
+    explicit Var(std::shared_ptr<detail::Node<T>> node)
+        : node_(std::move(node)), lease_(std::make_shared<detail::ValueLease<T>>(node_)) {}
 
 private:
     std::shared_ptr<detail::Node<T>> node_;
+    std::shared_ptr<detail::ValueLease<T>> lease_;
 };
 
 /// A trainable leaf. It must stay at one address while a tape uses it (tapes view its value).
@@ -130,7 +166,7 @@ public:
     /// An input that needs no gradient (token activations, masks). Never recorded.
     Var<T> constant(Mat<T> value) const {
         auto node = std::make_shared<detail::Node<T>>();
-        node->owned = std::move(value);
+        node->set_value(std::move(value));
         return Var<T>(std::move(node));
     }
 
@@ -138,6 +174,8 @@ public:
     Var<T> param(Param<T>& p) {
         auto node = std::make_shared<detail::Node<T>>();
         node->borrowed = &p.value();
+        node->rows = p.value().rows();
+        node->cols = p.value().cols();
         node->op = "param";
         if (!p.trainable()) return Var<T>(std::move(node));
         node->requires_grad = true;
@@ -154,7 +192,7 @@ public:
     template <class Backward>
     Var<T> record(const char* op, Mat<T> value, bool any_input_requires_grad, Backward&& backward) {
         auto node = std::make_shared<detail::Node<T>>();
-        node->owned = std::move(value);
+        node->set_value(std::move(value));
         node->op = op;
         if (any_input_requires_grad) {
             node->requires_grad = true;
@@ -216,17 +254,36 @@ namespace detail {
 template <class T, class Expr>
 void accumulate_grad(Node<T>& node, const Expr& contribution) {
     if (node.grad.size() == 0) {
-        node.grad.resize(node.value().rows(), node.value().cols());
+        node.grad.resize(node.rows, node.cols);
         node.grad.noalias() = contribution;
     } else {
         node.grad.noalias() += contribution;
     }
 }
 
+/// The node of an input whose value the op's backward reads: the value then outlives the Vars that
+/// refer to it, until backward has run. Ops call it only when they are recorded.
+template <class T>
+std::shared_ptr<Node<T>> keep_value(const Var<T>& x) {
+    if (x.defined()) ++x.node()->readers;
+    return x.node();
+}
+
+/// node.grad += a·b through the shared GEMM kernel (the large products of backward).
+template <class T, class A, class B>
+void accumulate_product(Node<T>& node, const A& a, const B& b) {
+    if (node.grad.size() == 0) {
+        node.grad.resize(node.rows, node.cols);
+        kernels::gemm(node.grad, a, b);
+    } else {
+        kernels::gemm_accumulate(node.grad, a, b);
+    }
+}
+
 /// The gradient buffer of `node`, zero-filled on first use, for ops that scatter into parts of it.
 template <class T>
 Mat<T>& grad_buffer(Node<T>& node) {
-    if (node.grad.size() == 0) node.grad = Mat<T>::Zero(node.value().rows(), node.value().cols());
+    if (node.grad.size() == 0) node.grad = Mat<T>::Zero(node.rows, node.cols);
     return node.grad;
 }
 

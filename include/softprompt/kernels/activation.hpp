@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "softprompt/core/tensor.hpp"
+#include "softprompt/kernels/parallel.hpp"
 
 namespace softprompt::kernels {
 
@@ -15,51 +16,64 @@ template <class T>
 inline T sqrt_2_over_pi() {
     return T(std::sqrt(2.0 / 3.14159265358979323846));
 }
+// An elementwise temporary (row-major like every matrix here).
 template <class T>
-inline T sigmoid(T x) {
-    return T(1) / (T(1) + std::exp(-x));
-}
+using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 }  // namespace detail
+
+// The kernels below are Eigen array expressions, so that tanh, exp and the logistic function use
+// Eigen's vectorised implementations (float) rather than a scalar call per element.
 
 /// GELU, tanh form (GPT-2's "gelu_new"): y = x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³))).
 template <class T>
 void gelu_forward(ConstRef<T> x, MatRef<T> y) {
-    const T c = detail::sqrt_2_over_pi<T>();
-    y = x.unaryExpr([c](T v) {
-        return T(0.5) * v * (T(1) + std::tanh(c * (v + detail::gelu_coeff<T> * v * v * v)));
+    const T c = detail::sqrt_2_over_pi<T>(), a = detail::gelu_coeff<T>;
+    for_row_blocks(x.rows(), x.cols(), [&](Index r0, Index n) {
+        const auto v = x.middleRows(r0, n).array();
+        y.middleRows(r0, n).array() = T(0.5) * v * (T(1) + (c * (v + a * v.cube())).tanh());
     });
 }
 
-/// dx += dy · gelu'(x)
+/// dx += dy · gelu'(x), gelu'(x) = (1 + t)/2 + x(1 − t²)/2 · √(2/π)(1 + 3·0.044715 x²)
 template <class T>
 void gelu_backward(ConstRef<T> x, ConstRef<T> dy, MatRef<T> dx) {
-    const T c = detail::sqrt_2_over_pi<T>();
-    dx += dy.binaryExpr(x, [c](T g, T v) {
-        const T t = std::tanh(c * (v + detail::gelu_coeff<T> * v * v * v));
-        const T dinner = c * (T(1) + T(3) * detail::gelu_coeff<T> * v * v);
-        return g * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dinner);
+    const T c = detail::sqrt_2_over_pi<T>(), a = detail::gelu_coeff<T>;
+    for_row_blocks(x.rows(), x.cols(), [&](Index r0, Index n) {
+        const auto v = x.middleRows(r0, n).array();
+        const detail::Arr<T> t = (c * (v + a * v.cube())).tanh();
+        dx.middleRows(r0, n).array() +=
+            dy.middleRows(r0, n).array() *
+            (T(0.5) * (T(1) + t) +
+             T(0.5) * v * (T(1) - t.square()) * c * (T(1) + T(3) * a * v.square()));
     });
 }
 
 /// SiLU (swish): y = x · σ(x).
 template <class T>
 void silu_forward(ConstRef<T> x, MatRef<T> y) {
-    y = x.unaryExpr([](T v) { return v * detail::sigmoid(v); });
+    for_row_blocks(x.rows(), x.cols(), [&](Index r0, Index n) {
+        const auto v = x.middleRows(r0, n).array();
+        y.middleRows(r0, n).array() = v * v.logistic();
+    });
 }
 
 /// dx += dy · σ(x)(1 + x(1 − σ(x)))
 template <class T>
 void silu_backward(ConstRef<T> x, ConstRef<T> dy, MatRef<T> dx) {
-    dx += dy.binaryExpr(x, [](T g, T v) {
-        const T s = detail::sigmoid(v);
-        return g * s * (T(1) + v * (T(1) - s));
+    for_row_blocks(x.rows(), x.cols(), [&](Index r0, Index n) {
+        const auto v = x.middleRows(r0, n).array();
+        const detail::Arr<T> s = v.logistic();
+        dx.middleRows(r0, n).array() += dy.middleRows(r0, n).array() * s * (T(1) + v * (T(1) - s));
     });
 }
 
 /// SwiGLU: y = silu(gate) ⊙ up (LLaMA's feed-forward gate).
 template <class T>
 void swiglu_forward(ConstRef<T> gate, ConstRef<T> up, MatRef<T> y) {
-    y = gate.binaryExpr(up, [](T g, T u) { return g * detail::sigmoid(g) * u; });
+    for_row_blocks(gate.rows(), gate.cols(), [&](Index r0, Index n) {
+        const auto g = gate.middleRows(r0, n).array();
+        y.middleRows(r0, n).array() = g * g.logistic() * up.middleRows(r0, n).array();
+    });
 }
 
 /// dgate += dy ⊙ up ⊙ silu'(gate); dup += dy ⊙ silu(gate). Either output may be skipped by
@@ -67,14 +81,15 @@ void swiglu_forward(ConstRef<T> gate, ConstRef<T> up, MatRef<T> y) {
 template <class T>
 void swiglu_backward(ConstRef<T> gate, ConstRef<T> up, ConstRef<T> dy, MatRef<T> dgate,
                      MatRef<T> dup) {
-    for (Index r = 0; r < gate.rows(); ++r) {
-        for (Index c = 0; c < gate.cols(); ++c) {
-            const T g = gate(r, c);
-            const T s = detail::sigmoid(g);
-            if (dgate.size() != 0) dgate(r, c) += dy(r, c) * up(r, c) * s * (T(1) + g * (T(1) - s));
-            if (dup.size() != 0) dup(r, c) += dy(r, c) * g * s;
-        }
-    }
+    for_row_blocks(gate.rows(), gate.cols(), [&](Index r0, Index n) {
+        const auto g = gate.middleRows(r0, n).array();
+        const auto d = dy.middleRows(r0, n).array();
+        const detail::Arr<T> s = g.logistic();
+        if (dgate.size() != 0)
+            dgate.middleRows(r0, n).array() +=
+                d * up.middleRows(r0, n).array() * s * (T(1) + g * (T(1) - s));
+        if (dup.size() != 0) dup.middleRows(r0, n).array() += d * g * s;
+    });
 }
 
 /// tanh: y = tanh(x); backward uses the output: dx += dy · (1 − y²).
@@ -90,7 +105,7 @@ void tanh_backward(ConstRef<T> y, ConstRef<T> dy, MatRef<T> dx) {
 /// Logistic sigmoid: y = σ(x); backward uses the output: dx += dy · y(1 − y).
 template <class T>
 void sigmoid_forward(ConstRef<T> x, MatRef<T> y) {
-    y = x.unaryExpr([](T v) { return detail::sigmoid(v); });
+    y.array() = x.array().logistic();
 }
 template <class T>
 void sigmoid_backward(ConstRef<T> y, ConstRef<T> dy, MatRef<T> dx) {

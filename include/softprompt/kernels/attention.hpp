@@ -17,6 +17,7 @@
 #include "softprompt/core/tensor.hpp"
 #include "softprompt/error.hpp"
 #include "softprompt/kernels/gemm.hpp"
+#include "softprompt/kernels/parallel.hpp"
 
 namespace softprompt::kernels {
 
@@ -81,32 +82,35 @@ void attention_forward(ConstRef<T> q, ConstRef<T> k, ConstRef<T> v, ConstRef<T> 
     const T scale = T(1) / std::sqrt(T(hd));
     if (probs != nullptr) probs->assign(std::size_t(spec.batch * spec.n_heads), Mat<T>());
     out.setZero();
-    Mat<T> local;
-    for (Index b = 0; b < spec.batch; ++b) {
+    // (row, head) pairs are independent: each writes its own block of `out` and its own `probs`.
+    const Index pairs = spec.batch * spec.n_heads;
+    const bool split = pairs > 1 && pairs * spec.seq * (P + spec.seq) * hd >= kParallelMinFlops;
+#pragma omp parallel for schedule(dynamic) if (split)
+    for (Index pair = 0; pair < pairs; ++pair) {
+        const Index b = pair / spec.n_heads, h = pair % spec.n_heads;
         const Index L = attention_length(lengths, spec, b);
         if (L == 0) continue;
-        for (Index h = 0; h < spec.n_heads; ++h) {
-            const Index kh = h / spec.group();
-            Mat<T>& p = probs != nullptr ? (*probs)[std::size_t(b * spec.n_heads + h)] : local;
-            p.resize(L, P + L);
-            const auto Q = q.block(b * spec.seq, h * hd, L, hd);
-            const auto K = k.block(b * spec.seq, kh * hd, L, hd);
-            const auto V = v.block(b * spec.seq, kh * hd, L, hd);
-            if (P > 0) gemm(p.leftCols(P), Q, prefix_k.block(0, kh * hd, P, hd).transpose());
-            gemm(p.rightCols(L), Q, K.transpose());
-            p *= scale;
-            for (Index i = 0; i < L; ++i) {
-                // causal: query i sees the prefix and real keys 0..i
-                p.row(i).tail(L - 1 - i).setConstant(-std::numeric_limits<T>::infinity());
-                const T m = p.row(i).head(P + i + 1).maxCoeff();
-                p.row(i).head(P + i + 1) = (p.row(i).head(P + i + 1).array() - m).exp();
-                p.row(i).head(P + i + 1) /= p.row(i).head(P + i + 1).sum();
-                p.row(i).tail(L - 1 - i).setZero();
-            }
-            auto O = out.block(b * spec.seq, h * hd, L, hd);
-            gemm(O, p.rightCols(L), V);
-            if (P > 0) gemm_accumulate(O, p.leftCols(P), prefix_v.block(0, kh * hd, P, hd));
+        const Index kh = h / spec.group();
+        Mat<T> local;
+        Mat<T>& p = probs != nullptr ? (*probs)[std::size_t(pair)] : local;
+        p.resize(L, P + L);
+        const auto Q = q.block(b * spec.seq, h * hd, L, hd);
+        const auto K = k.block(b * spec.seq, kh * hd, L, hd);
+        const auto V = v.block(b * spec.seq, kh * hd, L, hd);
+        if (P > 0) gemm(p.leftCols(P), Q, prefix_k.block(0, kh * hd, P, hd).transpose());
+        gemm(p.rightCols(L), Q, K.transpose());
+        p *= scale;
+        for (Index i = 0; i < L; ++i) {
+            // causal: query i sees the prefix and real keys 0..i
+            p.row(i).tail(L - 1 - i).setConstant(-std::numeric_limits<T>::infinity());
+            const T m = p.row(i).head(P + i + 1).maxCoeff();
+            p.row(i).head(P + i + 1) = (p.row(i).head(P + i + 1).array() - m).exp();
+            p.row(i).head(P + i + 1) /= p.row(i).head(P + i + 1).sum();
+            p.row(i).tail(L - 1 - i).setZero();
         }
+        auto O = out.block(b * spec.seq, h * hd, L, hd);
+        gemm(O, p.rightCols(L), V);
+        if (P > 0) gemm_accumulate(O, p.leftCols(P), prefix_v.block(0, kh * hd, P, hd));
     }
 }
 
@@ -120,39 +124,49 @@ void attention_backward(ConstRef<T> q, ConstRef<T> k, ConstRef<T> v, ConstRef<T>
     const Index hd = spec.head_dim, P = prefix_k.rows();
     const T scale = T(1) / std::sqrt(T(hd));
     const bool need_scores = dq.size() != 0 || dk.size() != 0 || dprefix_k.size() != 0;
-    Mat<T> dp;
-    for (Index b = 0; b < spec.batch; ++b) {
-        const Index L = attention_length(lengths, spec, b);
-        if (L == 0) continue;
-        for (Index h = 0; h < spec.n_heads; ++h) {
-            const Index kh = h / spec.group();
-            const Mat<T>& p = probs[std::size_t(b * spec.n_heads + h)];
-            const auto dO = dout.block(b * spec.seq, h * hd, L, hd);
-            if (dv.size() != 0)
-                gemm_accumulate(dv.block(b * spec.seq, kh * hd, L, hd), p.rightCols(L).transpose(),
-                                dO);
-            if (P > 0 && dprefix_v.size() != 0)
-                gemm_accumulate(dprefix_v.block(0, kh * hd, P, hd), p.leftCols(P).transpose(), dO);
-            if (!need_scores) continue;
-            // dP = dO · [Vp; V]ᵀ, then the softmax backward dS = P ⊙ (dP − Σ dP ⊙ P), scaled.
-            dp.resize(L, P + L);
-            gemm(dp.rightCols(L), dO, v.block(b * spec.seq, kh * hd, L, hd).transpose());
-            if (P > 0) gemm(dp.leftCols(P), dO, prefix_v.block(0, kh * hd, P, hd).transpose());
-            for (Index i = 0; i < L; ++i) {
-                const T dot = p.row(i).dot(dp.row(i));
-                dp.row(i) = (p.row(i).array() * (dp.row(i).array() - dot) * scale).matrix();
+    // One task per key/value head: the heads of its group are the only writers of its columns of
+    // dk, dv and the prefix gradients (which sum over batch rows), so the tasks never collide.
+    const bool split =
+        spec.n_kv_heads > 1 &&
+        spec.batch * spec.n_heads * spec.seq * (P + spec.seq) * hd >= kParallelMinFlops;
+#pragma omp parallel for schedule(dynamic) if (split)
+    for (Index kh = 0; kh < spec.n_kv_heads; ++kh) {
+        for (Index b = 0; b < spec.batch; ++b) {
+            const Index L = attention_length(lengths, spec, b);
+            if (L == 0) continue;
+            Mat<T> dp;
+            for (Index h = kh * spec.group(); h < (kh + 1) * spec.group(); ++h) {
+                const Mat<T>& p = probs[std::size_t(b * spec.n_heads + h)];
+                const auto dO = dout.block(b * spec.seq, h * hd, L, hd);
+                if (dv.size() != 0)
+                    gemm_accumulate(dv.block(b * spec.seq, kh * hd, L, hd),
+                                    p.rightCols(L).transpose(), dO);
+                if (P > 0 && dprefix_v.size() != 0)
+                    gemm_accumulate(dprefix_v.block(0, kh * hd, P, hd), p.leftCols(P).transpose(),
+                                    dO);
+                if (!need_scores) continue;
+                // dP = dO · [Vp; V]ᵀ, then the softmax backward dS = P ⊙ (dP − Σ dP ⊙ P), scaled.
+                dp.resize(L, P + L);
+                gemm(dp.rightCols(L), dO, v.block(b * spec.seq, kh * hd, L, hd).transpose());
+                if (P > 0) gemm(dp.leftCols(P), dO, prefix_v.block(0, kh * hd, P, hd).transpose());
+                for (Index i = 0; i < L; ++i) {
+                    const T dot = p.row(i).dot(dp.row(i));
+                    dp.row(i) = (p.row(i).array() * (dp.row(i).array() - dot) * scale).matrix();
+                }
+                const auto Q = q.block(b * spec.seq, h * hd, L, hd);
+                if (dq.size() != 0) {
+                    auto dQ = dq.block(b * spec.seq, h * hd, L, hd);
+                    gemm_accumulate(dQ, dp.rightCols(L), k.block(b * spec.seq, kh * hd, L, hd));
+                    if (P > 0)
+                        gemm_accumulate(dQ, dp.leftCols(P), prefix_k.block(0, kh * hd, P, hd));
+                }
+                if (dk.size() != 0)
+                    gemm_accumulate(dk.block(b * spec.seq, kh * hd, L, hd),
+                                    dp.rightCols(L).transpose(), Q);
+                if (P > 0 && dprefix_k.size() != 0)
+                    gemm_accumulate(dprefix_k.block(0, kh * hd, P, hd), dp.leftCols(P).transpose(),
+                                    Q);
             }
-            const auto Q = q.block(b * spec.seq, h * hd, L, hd);
-            if (dq.size() != 0) {
-                auto dQ = dq.block(b * spec.seq, h * hd, L, hd);
-                gemm_accumulate(dQ, dp.rightCols(L), k.block(b * spec.seq, kh * hd, L, hd));
-                if (P > 0) gemm_accumulate(dQ, dp.leftCols(P), prefix_k.block(0, kh * hd, P, hd));
-            }
-            if (dk.size() != 0)
-                gemm_accumulate(dk.block(b * spec.seq, kh * hd, L, hd), dp.rightCols(L).transpose(),
-                                Q);
-            if (P > 0 && dprefix_k.size() != 0)
-                gemm_accumulate(dprefix_k.block(0, kh * hd, P, hd), dp.leftCols(P).transpose(), Q);
         }
     }
 }
@@ -170,9 +184,13 @@ void attention_cached(ConstRef<T> q, ConstRef<T> keys, ConstRef<T> values, Const
                       ConstRef<T> prefix_v, Index past, const AttentionSpec& spec, MatRef<T> out) {
     const Index hd = spec.head_dim, P = prefix_k.rows(), n = q.rows(), total = past + n;
     const T scale = T(1) / std::sqrt(T(hd));
-    Mat<T> p(n, P + total);
+    // Heads are independent; a prefill's heads are worth a thread each, a decode step's one query
+    // row is not worth waking them.
+    const bool split = spec.n_heads > 1 && spec.n_heads * n * (P + total) * hd >= kParallelMinFlops;
+#pragma omp parallel for schedule(dynamic) if (split)
     for (Index h = 0; h < spec.n_heads; ++h) {
         const Index kh = h / spec.group();
+        Mat<T> p(n, P + total);
         const auto Q = q.block(0, h * hd, n, hd);
         if (P > 0) gemm(p.leftCols(P), Q, prefix_k.block(0, kh * hd, P, hd).transpose());
         gemm(p.rightCols(total), Q, keys.block(0, kh * hd, total, hd).transpose());

@@ -2,20 +2,97 @@
 // The one place every large matrix product goes through, so that a faster backend can replace
 // Eigen's without touching the ops. Operands are Eigen expressions of row-major matrices, blocks or
 // maps, optionally `.transpose()`d.
+//
+// With SOFTPROMPT_USE_CBLAS defined (and a CBLAS, e.g. OpenBLAS, linked), float and double
+// products of at least kCblasMinRows output rows and kCblasMinWork multiply-adds go to
+// cblas_?gemm; smaller ones, and matrix–vector products of batch-1 decoding where Eigen is
+// faster, stay with Eigen. Off by default: the library itself needs only Eigen. OpenBLAS keeps its
+// own threads: run with OMP_WAIT_POLICY=PASSIVE so that idle OpenMP threads do not spin against
+// them.
+//   out: [m, n]   a: [m, k]   b: [k, n]
 
 #include <Eigen/Core>
+#include <type_traits>
+
+#if defined(SOFTPROMPT_USE_CBLAS)
+#include <cblas.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+#endif
 
 namespace softprompt::kernels {
+
+#if defined(SOFTPROMPT_USE_CBLAS)
+namespace detail {
+
+inline constexpr Eigen::Index kCblasMinRows = 8;
+inline constexpr Eigen::Index kCblasMinWork = Eigen::Index(1) << 18;
+
+// A product operand as CBLAS sees it. Eigen's blas_traits find the stored expression under a
+// scalar factor; a `.transpose()` of row-major storage is a direct-access column-major expression
+// over the same bytes, which CBLAS reads as the row-major original with the Trans flag.
+template <class X>
+struct CblasOperand {
+    using Traits = Eigen::internal::blas_traits<X>;
+    using Stored = std::remove_cvref_t<typename Traits::ExtractType>;
+    static constexpr bool kDirect = (int(Stored::Flags) & Eigen::DirectAccessBit) != 0;
+    static constexpr bool kTransposed = (int(Stored::Flags) & Eigen::RowMajorBit) == 0;
+};
+
+template <class Out, class A, class B>
+bool cblas_product(Out& out, const A& a, const B& b, bool accumulate) {
+    using T = typename std::remove_cvref_t<Out>::Scalar;
+    using OA = CblasOperand<A>;
+    using OB = CblasOperand<B>;
+    if constexpr (!(std::is_same_v<T, float> || std::is_same_v<T, double>) || !OA::kDirect ||
+                  !OB::kDirect || !(int(std::remove_cvref_t<Out>::Flags) & Eigen::RowMajorBit) ||
+                  !(int(std::remove_cvref_t<Out>::Flags) & Eigen::DirectAccessBit)) {
+        return false;
+    } else {
+        const Eigen::Index m = out.rows(), n = out.cols(), k = a.cols();
+        if (m < kCblasMinRows || n < kCblasMinRows || m * n * k < kCblasMinWork) return false;
+#if defined(_OPENMP)
+        // Inside a parallel loop (attention heads) each thread's product stays single-threaded
+        // Eigen rather than waking the CBLAS thread pool from every thread at once.
+        if (omp_in_parallel()) return false;
+#endif
+        const auto& sa = OA::Traits::extract(a);
+        const auto& sb = OB::Traits::extract(b);
+        if (out.innerStride() != 1 || sa.innerStride() != 1 || sb.innerStride() != 1) return false;
+        if (OA::Traits::HasScalarFactor || OB::Traits::HasScalarFactor) return false;
+        const auto ta = OA::kTransposed ? CblasTrans : CblasNoTrans;
+        const auto tb = OB::kTransposed ? CblasTrans : CblasNoTrans;
+        const T beta = accumulate ? T(1) : T(0);
+        const auto lda = int(sa.outerStride()), ldb = int(sb.outerStride());
+        if constexpr (std::is_same_v<T, float>)
+            cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0f, sa.data(), lda,
+                        sb.data(), ldb, beta, out.data(), int(out.outerStride()));
+        else
+            cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), 1.0, sa.data(), lda,
+                        sb.data(), ldb, beta, out.data(), int(out.outerStride()));
+        return true;
+    }
+}
+
+}  // namespace detail
+#endif
 
 /// out = a · b
 template <class Out, class A, class B>
 void gemm(Out&& out, const A& a, const B& b) {
+#if defined(SOFTPROMPT_USE_CBLAS)
+    if (detail::cblas_product(out, a, b, false)) return;
+#endif
     out.noalias() = a * b;
 }
 
 /// out += a · b
 template <class Out, class A, class B>
 void gemm_accumulate(Out&& out, const A& a, const B& b) {
+#if defined(SOFTPROMPT_USE_CBLAS)
+    if (detail::cblas_product(out, a, b, true)) return;
+#endif
     out.noalias() += a * b;
 }
 

@@ -6,8 +6,12 @@
 #include <cmath>
 
 #include "softprompt/core/tensor.hpp"
+#include "softprompt/kernels/parallel.hpp"
 
 namespace softprompt::kernels {
+
+// Rows are independent: each loop below splits them across OpenMP threads when the matrix is large
+// enough (a training batch, not a decode step).
 
 /// LayerNorm: y = (x − mean) · rstd · gamma + beta, rstd = 1/√(var + eps), biased variance.
 /// Writes the per-row mean and rstd that backward needs.
@@ -16,6 +20,7 @@ void layer_norm_forward(ConstRef<T> x, const WeightView<T>& gamma, const WeightV
                         MatRef<T> y, Eigen::Ref<Eigen::VectorX<T>> mean,
                         Eigen::Ref<Eigen::VectorX<T>> rstd) {
     const Index width = x.cols();
+#pragma omp parallel for schedule(static) if (x.rows() * x.cols() >= kParallelMinElements)
     for (Index r = 0; r < x.rows(); ++r) {
         double sum = 0;
         for (Index c = 0; c < width; ++c) sum += double(x(r, c));
@@ -38,6 +43,7 @@ template <class T>
 void layer_norm_backward(ConstRef<T> x, const WeightView<T>& gamma, const Eigen::VectorX<T>& mean,
                          const Eigen::VectorX<T>& rstd, ConstRef<T> dy, MatRef<T> dx) {
     const Index width = x.cols();
+#pragma omp parallel for schedule(static) if (x.rows() * x.cols() >= kParallelMinElements)
     for (Index r = 0; r < x.rows(); ++r) {
         T g_mean = 0, gx_mean = 0;
         for (Index c = 0; c < width; ++c) {
@@ -61,6 +67,7 @@ template <class T>
 void rms_norm_forward(ConstRef<T> x, const WeightView<T>& gamma, T eps, MatRef<T> y,
                       Eigen::Ref<Eigen::VectorX<T>> rstd) {
     const Index width = x.cols();
+#pragma omp parallel for schedule(static) if (x.rows() * x.cols() >= kParallelMinElements)
     for (Index r = 0; r < x.rows(); ++r) {
         double sq = 0;
         for (Index c = 0; c < width; ++c) sq += double(x(r, c)) * double(x(r, c));
@@ -75,6 +82,7 @@ template <class T>
 void rms_norm_backward(ConstRef<T> x, const WeightView<T>& gamma, const Eigen::VectorX<T>& rstd,
                        ConstRef<T> dy, MatRef<T> dx) {
     const Index width = x.cols();
+#pragma omp parallel for schedule(static) if (x.rows() * x.cols() >= kParallelMinElements)
     for (Index r = 0; r < x.rows(); ++r) {
         T gx_mean = 0;
         for (Index c = 0; c < width; ++c) gx_mean += dy(r, c) * gamma(0, c) * x(r, c);

@@ -91,13 +91,15 @@ struct AdapterInput {
 template <class T>
 struct ForwardOutput {
     autograd::Var<T> loss;           // [1, 1]; empty when the batch has no targets
-    autograd::Var<T> logits;         // [rows.size(), V]; empty when no row was requested
+    autograd::Var<T> logits;         // [rows.size(), V]; empty when no row was requested and
+                                     // with LogitsRequest::kLossOnly
     std::vector<std::int32_t> rows;  // the batch slot (b*S + s) of each logits row
 };
 
 enum class LogitsRequest {
     kLabelledOnly,   // the rows whose target is not ignored: all the loss needs
     kRealPositions,  // every real position of every row
+    kLossOnly,       // no logits: the LM head is fused with the loss (training; needs targets)
 };
 
 /// Split a PEFT prefix-tuning tensor [P, L*2*Dkv] into per-layer keys and values; column
@@ -161,6 +163,8 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
     using namespace autograd;
     const Config& c = model.config;
     batch.validate(c);
+    if (request == LogitsRequest::kLossOnly && batch.targets.empty())
+        throw ConfigError("forward: LogitsRequest::kLossOnly needs a batch with targets");
     if (soft.prompt.defined() && !soft.keys.empty())
         throw ConfigError(
             "forward: give either a prompt (prompt tuning) or keys/values (prefix "
@@ -225,6 +229,11 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
     }
     const bool all_rows = out.rows.size() == std::size_t(batch.batch * batch.seq);
     Var<T> h = all_rows ? x : gather_rows(tape, x, std::span<const std::int32_t>(out.rows));
+    if (request == LogitsRequest::kLossOnly) {
+        out.loss = linear_cross_entropy(tape, Arch::final_norm(tape, c, model.weights, h),
+                                        model.weights.head, row_targets);
+        return out;
+    }
     Var<T> logits =
         matmul_wt(tape, Arch::final_norm(tape, c, model.weights, h), model.weights.head);
     if (!batch.targets.empty()) out.loss = cross_entropy(tape, logits, row_targets);

@@ -94,7 +94,7 @@ struct Gpt2 {
                                                const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
         Var<T> h = layer_norm(tape, x, l.ln1_gain, l.ln1_bias, T(c.norm_eps));
-        Var<T> qkv = with_lora(tape, h, add_bias(tape, matmul(tape, h, l.qkv), l.qkv_bias),
+        Var<T> qkv = with_lora(tape, h, matmul(tape, h, l.qkv, l.qkv_bias),
                                lora ? &lora->q : nullptr);
         return {slice_cols(tape, qkv, 0, c.dim), slice_cols(tape, qkv, c.dim, c.dim),
                 slice_cols(tape, qkv, 2 * c.dim, c.dim)};
@@ -107,11 +107,11 @@ struct Gpt2 {
                                          const autograd::Var<T>& attn,
                                          const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
-        Var<T> proj = add_bias(tape, matmul(tape, attn, l.proj), l.proj_bias);
+        Var<T> proj = matmul(tape, attn, l.proj, l.proj_bias);
         Var<T> r = add(tape, x, with_lora(tape, attn, proj, lora ? &lora->o : nullptr));
         Var<T> h = layer_norm(tape, r, l.ln2_gain, l.ln2_bias, T(c.norm_eps));
-        Var<T> ff = gelu(tape, add_bias(tape, matmul(tape, h, l.fc), l.fc_bias));
-        return add(tape, r, add_bias(tape, matmul(tape, ff, l.fc_proj), l.fc_proj_bias));
+        Var<T> ff = gelu(tape, matmul(tape, h, l.fc, l.fc_bias));
+        return add(tape, r, matmul(tape, ff, l.fc_proj, l.fc_proj_bias));
     }
 
     template <class T>

@@ -119,8 +119,8 @@ public:
                 const nn::TokenBatch batch =
                     train.batch(batches[std::size_t(next_batch_)], options_.pad_id);
                 autograd::Tape<T> tape;
-                const nn::ForwardOutput<T> out =
-                    nn::forward(tape, model_, batch, method_.input(tape));
+                const nn::ForwardOutput<T> out = nn::forward(
+                    tape, model_, batch, method_.input(tape), nn::LogitsRequest::kLossOnly);
                 const double loss = double(out.loss.item());
                 if (!std::isfinite(loss)) {
                     restore(last_good);
