@@ -4,7 +4,7 @@
 # network. Runs apt-get through sudo when not root.
 set -eu
 
-packages="g++ cmake ccache libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev"
+packages="g++ cmake ccache libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libopenblas-dev"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "deps.sh: not a Debian-based system; install these (or your system's equivalents) yourself:" >&2
