@@ -1,9 +1,11 @@
 // Whole-model benchmarks on a GPT-2-small-shaped model with random weights (d 768, 12 layers,
-// 12 heads, vocab 50257): one training step of prompt tuning and of prefix tuning (batch 4 × 128
-// real tokens, 20 virtual tokens), prefill of 128 tokens, and batch-1 decoding with no adapter and
-// with a cached 20-token soft prompt. Peak resident memory is reported as a counter (process-wide
+// 12 heads, vocab 50257): one AdamW training step of prompt tuning, prefix tuning, P-tuning and
+// LoRA (batch 4 × 128 real tokens, 20 virtual tokens, rank 8), the prompt-tuning step on a tiny
+// model, prefill of 128 tokens, and batch-1 decoding with no adapter, a cached 20-token soft
+// prompt, and a 20-token prefix. Peak resident memory is reported as a counter (process-wide
 // high-water mark, so run one benchmark per process to read it per workload:
-// --benchmark_filter=<name>).
+// --benchmark_filter=<name>; bench/compare/run.py does). The names are the ones bench/compare
+// pairs with its PyTorch workloads.
 
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
@@ -16,20 +18,13 @@ namespace {
 
 using namespace softprompt;
 
-struct Gpt2Small {
+// A GPT-2-family model with uniform(±0.02) weights and unit norm gains, owning its tensors.
+struct RandomGpt2 {
     nn::Config config;
     std::vector<Mat<float>> tensors;
     nn::Model<nn::Gpt2, float> model;
 
-    Gpt2Small() {
-        config.dim = 768;
-        config.hidden_dim = 3072;
-        config.n_layers = 12;
-        config.n_heads = 12;
-        config.n_kv_heads = 12;
-        config.vocab_size = 50257;
-        config.max_seq_len = 1024;
-        config.norm_eps = 1e-5;
+    explicit RandomGpt2(const nn::Config& shape) : config(shape) {
         Rng rng(1);
         tensors.reserve(256);  // the weights view these matrices: they must never move
         model.config = config;
@@ -45,8 +40,26 @@ struct Gpt2Small {
     }
 };
 
-const Gpt2Small& gpt2_small() {
-    static const Gpt2Small model;
+nn::Config gpt2_shape(Index dim, Index layers, Index heads, Index vocab) {
+    nn::Config c;
+    c.dim = dim;
+    c.hidden_dim = 4 * dim;
+    c.n_layers = layers;
+    c.n_heads = heads;
+    c.n_kv_heads = heads;
+    c.vocab_size = vocab;
+    c.max_seq_len = 1024;
+    c.norm_eps = 1e-5;
+    return c;
+}
+
+const RandomGpt2& gpt2_small() {
+    static const RandomGpt2 model(gpt2_shape(768, 12, 12, 50257));
+    return model;
+}
+
+const RandomGpt2& gpt2_tiny() {
+    static const RandomGpt2 model(gpt2_shape(64, 2, 4, 512));
     return model;
 }
 
@@ -56,10 +69,10 @@ double peak_rss_mb() {
     return double(usage.ru_maxrss) / 1024.0;
 }
 
-nn::TokenBatch training_batch(const nn::Config& c) {
+nn::TokenBatch training_batch(const nn::Config& c, Index batch, Index seq) {
     nn::TokenBatch b;
-    b.batch = 4;
-    b.seq = 128;
+    b.batch = batch;
+    b.seq = seq;
     Rng rng(2);
     for (Index i = 0; i < b.batch * b.seq; ++i)
         b.ids.push_back(std::int32_t(rng.below(std::uint64_t(c.vocab_size))));
@@ -68,14 +81,36 @@ nn::TokenBatch training_batch(const nn::Config& c) {
     return b;
 }
 
-// One AdamW step of `method` on a batch of 4 × 128 tokens, timed per iteration.
-void run_training_steps(benchmark::State& state, peft::Method<float>& method) {
-    const auto& m = gpt2_small();
-    const nn::TokenBatch batch = training_batch(m.config);
-    optim::AdamW<float> adamw(method.parameters(), {.lr = 1e-3, .weight_decay = 0});
+enum class Workload { kPromptTuning, kPrefixTuning, kPTuning, kLora };
+
+std::unique_ptr<peft::Method<float>> make_method(Workload w, const nn::Config& c, Index tokens) {
+    Rng rng(3);
+    switch (w) {
+        case Workload::kPromptTuning:
+            return std::make_unique<peft::PromptTuning<float>>(
+                c, peft::init_normal<float>(tokens, c.dim, 0.02, rng));
+        case Workload::kPrefixTuning:
+            return std::make_unique<peft::PrefixTuning<float>>(
+                c, peft::init_normal<float>(tokens, c.n_layers * 2 * c.kv_dim(), 0.02, rng));
+        case Workload::kPTuning:
+            return std::make_unique<peft::PTuning<float>>(
+                c, peft::PTuningOptions{.num_virtual_tokens = tokens}, rng);
+        case Workload::kLora:
+            return std::make_unique<peft::Lora<nn::Gpt2, float>>(c, peft::LoraOptions{}, rng);
+    }
+    return nullptr;
+}
+
+// One AdamW step (forward with the LM head fused into the loss, backward, update) per iteration.
+void run_training_steps(benchmark::State& state, const RandomGpt2& m, Workload workload,
+                        Index batch_rows, Index seq, Index virtual_tokens) {
+    const nn::TokenBatch batch = training_batch(m.config, batch_rows, seq);
+    const auto method = make_method(workload, m.config, virtual_tokens);
+    optim::AdamW<float> adamw(method->parameters(), {.lr = 1e-3, .weight_decay = 0});
     for (auto _ : state) {
         autograd::Tape<float> tape;
-        auto out = nn::forward(tape, m.model, batch, method.input(tape));
+        auto out =
+            nn::forward(tape, m.model, batch, method->input(tape), nn::LogitsRequest::kLossOnly);
         tape.backward(out.loss);
         adamw.step();
         adamw.zero_grad();
@@ -85,24 +120,28 @@ void run_training_steps(benchmark::State& state, peft::Method<float>& method) {
                                                     benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_TrainStepPromptTuning(benchmark::State& state) {
-    const auto& m = gpt2_small();
-    Rng rng(3);
-    peft::PromptTuning<float> method(m.config,
-                                     peft::init_normal<float>(20, m.config.dim, 0.02, rng));
-    run_training_steps(state, method);
+void BM_TrainStep(benchmark::State& state, Workload workload) {
+    run_training_steps(state, gpt2_small(), workload, 4, 128, 20);
 }
-BENCHMARK(BM_TrainStepPromptTuning)->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK_CAPTURE(BM_TrainStep, prompt_tuning, Workload::kPromptTuning)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(5.0);
+BENCHMARK_CAPTURE(BM_TrainStep, prefix_tuning, Workload::kPrefixTuning)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(5.0);
+BENCHMARK_CAPTURE(BM_TrainStep, p_tuning, Workload::kPTuning)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(5.0);
+BENCHMARK_CAPTURE(BM_TrainStep, lora, Workload::kLora)->Unit(benchmark::kMillisecond)->MinTime(5.0);
 
-void BM_TrainStepPrefixTuning(benchmark::State& state) {
-    const auto& m = gpt2_small();
-    Rng rng(4);
-    peft::PrefixTuning<float> method(
-        m.config,
-        peft::init_normal<float>(20, m.config.n_layers * 2 * m.config.kv_dim(), 0.02, rng));
-    run_training_steps(state, method);
+// The same step on a tiny model (d 64, 2 layers, vocab 512; batch 4 × 64, 8 virtual tokens), where
+// per-op overhead rather than arithmetic sets the time.
+void BM_TinyTrainStep(benchmark::State& state, Workload workload) {
+    run_training_steps(state, gpt2_tiny(), workload, 4, 64, 8);
 }
-BENCHMARK(BM_TrainStepPrefixTuning)->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK_CAPTURE(BM_TinyTrainStep, prompt_tuning, Workload::kPromptTuning)
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(2.0);
 
 void BM_Prefill128(benchmark::State& state) {
     const auto& m = gpt2_small();
@@ -115,30 +154,45 @@ void BM_Prefill128(benchmark::State& state) {
         benchmark::DoNotOptimize(
             nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids}));
     }
+    state.counters["peak_rss_MB"] = peak_rss_mb();
     state.counters["tokens/s"] =
         benchmark::Counter(128.0, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Prefill128)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 
-// Decode one token at a time after a 128-token prefill; arg 0: no adapter, 1: cached soft prompt.
-void BM_Decode(benchmark::State& state) {
+enum class DecodeAdapter { kNone, kCachedPrompt, kPrefix };
+
+// Per request: prefill 128 tokens (untimed), then greedy-decode 128 tokens one at a time; each
+// iteration is one decoded token. A soft prompt or prefix is computed once and shared (cached).
+void BM_Decode(benchmark::State& state, DecodeAdapter adapter) {
     const auto& m = gpt2_small();
+    const nn::Config& c = m.config;
     Rng rng(6);
     const nn::PromptCache<float> cache =
-        nn::cache_prompt(m.model, peft::init_normal<float>(20, m.config.dim, 0.02, rng));
+        adapter == DecodeAdapter::kCachedPrompt
+            ? nn::cache_prompt(m.model, peft::init_normal<float>(20, c.dim, 0.02, rng))
+            : nn::cache_prefix(
+                  c, peft::init_normal<float>(20, c.n_layers * 2 * c.kv_dim(), 0.02, rng));
     std::vector<std::int32_t> ids(128);
-    for (auto& id : ids) id = std::int32_t(rng.below(std::uint64_t(m.config.vocab_size)));
+    for (auto& id : ids) id = std::int32_t(rng.below(std::uint64_t(c.vocab_size)));
     nn::Sequence<float> seq;
-    seq.prompt = state.range(0) == 1 ? &cache : nullptr;
     nn::Sequence<float>* one[] = {&seq};
-    nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids});
-    std::int32_t next = 1;
-    for (auto _ : state) {
-        if (seq.next_position() >= m.config.max_seq_len - 1) {
-            state.PauseTiming();
-            seq = nn::Sequence<float>();
-            seq.prompt = state.range(0) == 1 ? &cache : nullptr;
+    const auto start_request = [&] {
+        seq = nn::Sequence<float>();
+        seq.prompt = adapter == DecodeAdapter::kNone ? nullptr : &cache;
+        const Mat<float> logits =
             nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids});
+        Index best = 0;
+        logits.row(0).maxCoeff(&best);
+        return std::int32_t(best);
+    };
+    std::int32_t next = start_request();
+    Index decoded = 0;
+    for (auto _ : state) {
+        if (decoded == 128) {
+            state.PauseTiming();
+            next = start_request();
+            decoded = 0;
             state.ResumeTiming();
         }
         const Mat<float> logits =
@@ -146,10 +200,20 @@ void BM_Decode(benchmark::State& state) {
         Index best = 0;
         logits.row(0).maxCoeff(&best);
         next = std::int32_t(best);
+        ++decoded;
     }
+    state.counters["peak_rss_MB"] = peak_rss_mb();
     state.counters["tokens/s"] =
         benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_Decode)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_Decode, none, DecodeAdapter::kNone)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_Decode, cached_prompt, DecodeAdapter::kCachedPrompt)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_Decode, prefix, DecodeAdapter::kPrefix)
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
 
 }  // namespace
