@@ -29,115 +29,19 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <map>
 #include <memory>
 #include <set>
 #include <softprompt/softprompt.hpp>
 #include <string>
 #include <vector>
 
+#include "../common/tiny_tasks.hpp"
+
 using namespace softprompt;
+using namespace tiny_tasks;
 namespace fs = std::filesystem;
-using Model = nn::Model<nn::Llama, float>;
 
 namespace {
-
-// examples/data/tiny_tasks beside this source file's folder (CMake compiles with an absolute
-// __FILE__; a plain g++ from the repository root gives a relative one, which works from there).
-std::string default_data_dir() {
-    return (fs::path(__FILE__).parent_path().parent_path() / "data" / "tiny_tasks").string();
-}
-
-// ------------------------------------------------------------------------------------------------
-// The character vocabulary of vocab.json.
-
-struct Vocab {
-    std::vector<std::string> tokens;
-    std::map<char, std::int32_t> ids;
-    std::int32_t bos = 0, eos = 0, sep = 0;
-
-    static Vocab load(const std::string& dir) {
-        const std::string path = (fs::path(dir) / "vocab.json").string();
-        std::ifstream in(path);
-        if (!in) throw IoError("cannot open '" + path + "'");
-        try {
-            const nlohmann::json j = nlohmann::json::parse(in);
-            Vocab v;
-            v.tokens = j.at("tokens").get<std::vector<std::string>>();
-            v.bos = j.at("bos_id").get<std::int32_t>();
-            v.eos = j.at("eos_id").get<std::int32_t>();
-            v.sep = j.at("sep_id").get<std::int32_t>();
-            for (std::size_t i = 0; i < v.tokens.size(); ++i)
-                if (v.tokens[i].size() == 1) v.ids[v.tokens[i][0]] = std::int32_t(i);
-            return v;
-        } catch (const nlohmann::json::exception& e) {
-            throw FormatError(path + ": " + e.what());
-        }
-    }
-
-    std::vector<std::int32_t> encode(const std::string& text) const {
-        std::vector<std::int32_t> out;
-        for (char c : text) out.push_back(ids.at(c));
-        return out;
-    }
-    std::string decode(const std::vector<std::int32_t>& ids_) const {
-        std::string out;
-        for (std::int32_t id : ids_)
-            if (id != eos) out += tokens.at(std::size_t(id));
-        return out;
-    }
-    // "<s>" + text [+ the neutral token first]
-    std::vector<std::int32_t> prompt(const std::string& text, bool neutral = false) const {
-        std::vector<std::int32_t> out = {bos};
-        if (neutral) out.push_back(sep);
-        for (std::int32_t id : encode(text)) out.push_back(id);
-        return out;
-    }
-};
-
-// ------------------------------------------------------------------------------------------------
-// Tasks: one the model knows ("reverse") and one it never saw ("reverse then upper").
-
-std::string reverse(const std::string& s) { return std::string(s.rbegin(), s.rend()); }
-std::string reverse_upper(const std::string& s) {
-    std::string out = reverse(s);
-    for (char& c : out) c = char(c - 'a' + 'A');
-    return out;
-}
-
-// 3 to 8 distinct lowercase letters, like the pretraining strings.
-std::string random_string(Rng& rng) {
-    const std::size_t n = 3 + std::size_t(rng.below(6));
-    std::string letters = "abcdefghijklmnopqrstuvwxyz";
-    for (std::size_t i = 0; i < n; ++i)
-        std::swap(letters[i], letters[i + std::size_t(rng.below(26 - i))]);
-    return letters.substr(0, n);
-}
-
-// "<s>[<sep>][instruction: ]string = " -> answer</s>: the loss covers the answer and </s>.
-train::Example make_example(const Vocab& v, const std::string& instruction, const std::string& s,
-                            const std::string& answer, bool neutral = false) {
-    const std::string head = instruction.empty() && !neutral ? "" : instruction + ": ";
-    std::vector<std::int32_t> target = v.encode(answer);
-    target.push_back(v.eos);
-    return train::input_target_example(v.prompt(head + s + " = ", neutral), target);
-}
-
-struct Task {
-    std::string name;
-    train::Dataset train, heldout;  // without the instruction
-};
-
-Task make_task(const Vocab& v, const std::string& name, std::string (*fn)(const std::string&),
-               const std::vector<std::string>& train_strings,
-               const std::vector<std::string>& heldout_strings) {
-    Task t{name, {}, {}};
-    for (const auto& s : train_strings) t.train.add(make_example(v, "", s, fn(s)));
-    for (const auto& s : heldout_strings) t.heldout.add(make_example(v, "", s, fn(s)));
-    return t;
-}
 
 // ------------------------------------------------------------------------------------------------
 // Greedy answers to a data set's inputs, all in one batch: exact match and tokens per second.
@@ -182,58 +86,6 @@ Score score(const Model& model, peft::Method<float>& method, const train::Datase
     return score(served.model, served.cache.length() > 0 ? &served.cache : nullptr, data, eos);
 }
 
-// ------------------------------------------------------------------------------------------------
-// The four methods, each with settings that suit it (8 virtual tokens for the prompt-based ones).
-
-struct MethodSpec {
-    std::string name;
-    double lr;
-    std::function<std::unique_ptr<peft::Method<float>>(const Model&, Rng&)> make;
-};
-
-std::vector<MethodSpec> method_specs() {
-    const Index P = 8;
-    return {
-        {"prompt tuning", 0.1,
-         [P](const Model& m, Rng& rng) {
-             return std::make_unique<peft::PromptTuning<float>>(m.config,
-                                                                peft::init_from_vocab(m, P, rng));
-         }},
-        // Li & Liang's MLP reparameterisation trains far more reliably than a direct prefix; the
-        // adapter file holds the folded prefix [P, L·2·Dkv].
-        {"prefix tuning", 0.005,
-         [P](const Model& m, Rng& rng) {
-             return std::make_unique<peft::PrefixTuning<float>>(
-                 m.config,
-                 peft::PrefixTuningOptions{
-                     .num_virtual_tokens = P, .projection = true, .encoder_hidden_size = 64},
-                 rng);
-         }},
-        {"P-tuning", 0.01,
-         [P](const Model& m, Rng& rng) {
-             return std::make_unique<peft::PTuning<float>>(
-                 m.config,
-                 peft::PTuningOptions{.num_virtual_tokens = P,
-                                      .encoder = peft::PromptEncoderType::kMlp,
-                                      .encoder_hidden_size = 64,
-                                      .encoder_num_layers = 2},
-                 rng);
-         }},
-        {"LoRA", 0.005,
-         [](const Model& m, Rng& rng) {
-             return std::make_unique<peft::Lora<nn::Llama, float>>(
-                 m.config,
-                 peft::LoraOptions{.rank = 8,
-                                   .alpha = 16,
-                                   .query = true,
-                                   .key = true,
-                                   .value = true,
-                                   .output = true},
-                 rng);
-         }},
-    };
-}
-
 struct Trained {
     std::unique_ptr<peft::Method<float>> method;
     Index trainable = 0;
@@ -250,29 +102,9 @@ Trained train_one(const Model& model, const MethodSpec& spec, const Task& task, 
     t.method = spec.make(model, rng);
     t.trainable = t.method->trainable_count();
     t.before = score(model, *t.method, task.heldout, eos);
-    optim::AdamW<float> adamw(t.method->parameters(), {.lr = spec.lr, .weight_decay = 0});
-    train::Trainer<nn::Llama, float> trainer(
-        model, *t.method, adamw,
-        {.epochs = 0,
-         .max_steps = steps,
-         .batch_size = 16,
-         .grad_accumulation = 1,
-         .max_grad_norm = 1.0,
-         .schedule = optim::LrSchedule::warmup_cosine(spec.lr, steps / 10, steps),
-         .eval_every = 0,
-         .patience = 0,
-         .keep_best = false,
-         .seed = seed,
-         .shuffle = true,
-         .pad_id = 0,
-         .metrics_csv = {},
-         .progress = train::ProgressMode::kSilent});
-    const auto start = std::chrono::steady_clock::now();
-    trainer.fit(task.train);
-    t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    t.seconds = fit(model, *t.method, spec, task.train, steps, seed);
     t.after = score(model, *t.method, task.heldout, eos);
-    t.dir = (adapters / (spec.name + "_" + task.name)).string();
-    std::replace(t.dir.begin(), t.dir.end(), ' ', '_');
+    t.dir = (adapters / adapter_folder(spec.name, task.name)).string();
     peft::save_adapter(t.dir, *t.method, model, "tiny_tasks");
     t.bytes = fs::file_size(fs::path(t.dir) / peft::kAdapterWeights);
     return t;
@@ -288,15 +120,6 @@ std::string grouped(std::uintmax_t v) {
 }
 
 std::string quoted(const std::string& s) { return "\"" + s + "\""; }
-
-// Removes the adapters' temporary folder however main ends.
-struct RemoveOnExit {
-    fs::path path;
-    ~RemoveOnExit() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 }  // namespace
 
@@ -315,9 +138,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
-    // The model is tiny and its matrix products small: one thread. (CMake links OpenMP into the
-    // examples; with Eigen's threads this run took 239 s instead of 35 s on a busy 2-core machine.)
-    Eigen::setNbThreads(1);
+    use_one_thread();
     const auto t0 = std::chrono::steady_clock::now();
     try {
         if (!fs::exists(fs::path(data_dir) / "config.json")) {
@@ -342,15 +163,8 @@ int main(int argc, char** argv) {
         // on.
         Rng rng(seed);
         std::set<std::string> seen = {"softmax"};
-        std::vector<std::string> heldout_strings, train_strings;
-        while (heldout_strings.size() < 100) {
-            const std::string s = random_string(rng);
-            if (seen.insert(s).second) heldout_strings.push_back(s);
-        }
-        while (train_strings.size() < 1024) {
-            const std::string s = random_string(rng);
-            if (seen.insert(s).second) train_strings.push_back(s);
-        }
+        const std::vector<std::string> heldout_strings = distinct_strings(rng, 100, seen);
+        const std::vector<std::string> train_strings = distinct_strings(rng, 1024, seen);
         const std::vector<Task> tasks = {
             make_task(vocab, "reverse", reverse, train_strings, heldout_strings),
             make_task(vocab, "reverse+upper", reverse_upper, train_strings, heldout_strings)};
