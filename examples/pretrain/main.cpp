@@ -51,6 +51,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/tiny_tasks.hpp"
+
 using namespace softprompt;
 using autograd::Param;
 using autograd::Tape;
@@ -103,14 +105,8 @@ std::string apply_task(const std::string& task, const std::string& s) {
     return out;
 }
 
-// 3 to 8 distinct lowercase letters.
-std::string random_string(Rng& rng) {
-    const std::size_t n = 3 + std::size_t(rng.below(6));
-    std::string letters = "abcdefghijklmnopqrstuvwxyz";
-    for (std::size_t i = 0; i < n; ++i)
-        std::swap(letters[i], letters[i + std::size_t(rng.below(26 - i))]);
-    return letters.substr(0, n);
-}
+// 3 to 8 distinct lowercase letters: the strings the examples draw too.
+using tiny_tasks::random_string;
 
 enum class Instruction { kWord, kMissing, kNeutral };
 
