@@ -28,8 +28,7 @@ void run_op(benchmark::State& state, std::vector<Mat<float>> inputs,
             double flops_forward) {
     const bool backward = state.range(0) == 1;
     std::vector<Param<float>> params;
-    for (std::size_t i = 0; i < inputs.size(); ++i)
-        params.emplace_back("input", inputs[i]);
+    for (std::size_t i = 0; i < inputs.size(); ++i) params.emplace_back("input", inputs[i]);
     Mat<float> probe;
     for (auto _ : state) {
         Tape<float> tape;

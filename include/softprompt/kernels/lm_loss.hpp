@@ -31,7 +31,7 @@ template <class T, class Head>
 T linear_cross_entropy(ConstRef<T> h, const Head& head, std::span<const std::int32_t> targets,
                        Index count, Mat<T>* dh, Index block_rows = 128) {
     const Index n = h.rows(), vocab = head.rows();
-    if (dh != nullptr) dh->setZero(n, h.cols());
+    if (dh != nullptr) dh->resize(n, h.cols());  // every block of rows is written below
     const T scale = T(1) / T(count);
     double total = 0;
     Mat<T> block;

@@ -94,8 +94,8 @@ struct Gpt2 {
                                                const LayerLora<T>* lora = nullptr) {
         using namespace autograd;
         Var<T> h = layer_norm(tape, x, l.ln1_gain, l.ln1_bias, T(c.norm_eps));
-        Var<T> qkv = with_lora(tape, h, matmul(tape, h, l.qkv, l.qkv_bias),
-                               lora ? &lora->q : nullptr);
+        Var<T> qkv =
+            with_lora(tape, h, matmul(tape, h, l.qkv, l.qkv_bias), lora ? &lora->q : nullptr);
         return {slice_cols(tape, qkv, 0, c.dim), slice_cols(tape, qkv, c.dim, c.dim),
                 slice_cols(tape, qkv, 2 * c.dim, c.dim)};
     }
