@@ -31,7 +31,7 @@ namespace fs = std::filesystem;
 using softprompt::Error;
 using softprompt::FormatError;
 using softprompt::IoError;
-using softprompt::testing::assets_dir;
+using softprompt::testing::test_data_dir;
 using softprompt::tok::BpeOptions;
 using softprompt::tok::BpeTokenizer;
 using softprompt::tok::SpecialTokens;
@@ -41,13 +41,13 @@ using Json = nlohmann::json;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fs::path gpt2_dir() { return assets_dir() / "tokenizers" / "gpt2"; }
+fs::path gpt2_dir() { return test_data_dir() / "tokenizers" / "gpt2"; }
 fs::path encoder_json() { return gpt2_dir() / "encoder.json"; }
 fs::path vocab_bpe() { return gpt2_dir() / "vocab.bpe"; }
 fs::path vectors(const char* ext) {
-    return assets_dir() / "tokenizers" / "llama.cpp" / (std::string("ggml-vocab-gpt-2.gguf") + ext);
+    return test_data_dir() / "tokenizers" / "llama.cpp" / (std::string("ggml-vocab-gpt-2.gguf") + ext);
 }
-fs::path moby_dick() { return assets_dir() / "data" / "moby-dick" / "moby_dick.txt"; }
+fs::path moby_dick() { return test_data_dir() / "text" / "moby_dick.txt"; }
 
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -104,8 +104,8 @@ const BpeTokenizer& gpt2() {
 }
 
 #define REQUIRE_GPT2()                        \
-    SOFTPROMPT_REQUIRE_ASSET(encoder_json()); \
-    SOFTPROMPT_REQUIRE_ASSET(vocab_bpe())
+    SOFTPROMPT_REQUIRE_DATA(encoder_json()); \
+    SOFTPROMPT_REQUIRE_DATA(vocab_bpe())
 
 // A fresh directory under the system temp folder, removed with everything in it.
 struct TempDir {
@@ -300,8 +300,8 @@ TEST(BpeGpt2, KnownIds) {
 
 TEST(BpeGpt2, ReproducesAllLlamaCppTestVectors) {
     REQUIRE_GPT2();
-    SOFTPROMPT_REQUIRE_ASSET(vectors(".inp"));
-    SOFTPROMPT_REQUIRE_ASSET(vectors(".out"));
+    SOFTPROMPT_REQUIRE_DATA(vectors(".inp"));
+    SOFTPROMPT_REQUIRE_DATA(vectors(".out"));
     const BpeTokenizer& t = gpt2();
     const Vectors v = load_vectors();
     ASSERT_EQ(v.texts.size(), 46u);
@@ -323,7 +323,7 @@ TEST(BpeGpt2, ReproducesAllLlamaCppTestVectors) {
 
 TEST(BpeGpt2, MobyDickMatchesEncoderPyAndRoundTrips) {
     REQUIRE_GPT2();
-    SOFTPROMPT_REQUIRE_ASSET(moby_dick());
+    SOFTPROMPT_REQUIRE_DATA(moby_dick());
     const BpeTokenizer& t = gpt2();
     const std::string text = read_file(moby_dick());
     ASSERT_GT(text.size(), 1000000u);
@@ -410,7 +410,7 @@ TEST(BpeGpt2, EncodeIntoReplacesAndDecodeChecksIds) {
 // The same vocabulary through the other two loaders gives the same ids.
 TEST(BpeGpt2, TokenizerJsonAndPlainListsGiveIdenticalIds) {
     REQUIRE_GPT2();
-    SOFTPROMPT_REQUIRE_ASSET(vectors(".inp"));
+    SOFTPROMPT_REQUIRE_DATA(vectors(".inp"));
     const BpeTokenizer& ref = gpt2();
     // encoder.json + vocab.bpe -> tokenizer.json (merges as "a b" strings) in a temp folder.
     const Json enc = Json::parse(read_file(encoder_json()));
@@ -444,7 +444,8 @@ TEST(BpeGpt2, TokenizerJsonAndPlainListsGiveIdenticalIds) {
     const BpeTokenizer from_lists(std::move(tokens), merges, options, "lists");
 
     std::vector<std::string> texts = load_vectors().texts;
-    if (fs::exists(moby_dick())) {
+    SOFTPROMPT_REQUIRE_DATA(moby_dick());
+    {
         std::istringstream in(read_file(moby_dick()));
         std::size_t n = 0;
         for (std::string line; std::getline(in, line) && n < 3000; ++n) texts.push_back(line);
@@ -463,8 +464,8 @@ TEST(BpeGpt2, TokenizerJsonAndPlainListsGiveIdenticalIds) {
 TEST(BpeGpt2, GgufVocabularyGivesIdenticalIds) {
     REQUIRE_GPT2();
     const fs::path gguf = vectors("");
-    SOFTPROMPT_REQUIRE_ASSET(gguf);
-    SOFTPROMPT_REQUIRE_ASSET(vectors(".inp"));
+    SOFTPROMPT_REQUIRE_DATA(gguf);
+    SOFTPROMPT_REQUIRE_DATA(vectors(".inp"));
     softprompt::io::GgufBpeVocab v = softprompt::io::gguf_bpe_vocab(gguf.string());
     EXPECT_EQ(v.pre, "gpt-2");
     BpeOptions options;
@@ -495,7 +496,8 @@ TEST(BpeGpt2, GgufVocabularyGivesIdenticalIds) {
     std::printf("[          ] GPT-2 test vectors from the GGUF vocabulary: %zu/%zu identical\n",
                 matched, vec.texts.size());
     EXPECT_EQ(matched, 46u);
-    if (fs::exists(moby_dick())) {
+    SOFTPROMPT_REQUIRE_DATA(moby_dick());
+    {
         std::istringstream in(read_file(moby_dick()));
         for (std::string line; std::getline(in, line);) {
             ASSERT_EQ(t.encode(line), ref.encode(line)) << line;

@@ -1,14 +1,15 @@
-# Runs `generate --temperature 0 --ids` on the shared stories260K model and compares the ids with
-# llama2.c's greedy reference (golden/stories260K/greedy_bos_200.ids). Exits with code 77 (ctest:
-# skipped) when the shared assets folder is absent.
-#   cmake -DGENERATE=<path to generate> -DASSETS=<assets dir> -P example_generate.cmake
-set(model "${ASSETS}/models/stories260K.bin")
-set(tokenizer "${ASSETS}/tokenizers/tok512.bin")
-set(golden "${ASSETS}/golden/stories260K/greedy_bos_200.ids")
-if(NOT EXISTS "${model}" OR NOT EXISTS "${tokenizer}" OR NOT EXISTS "${golden}")
-    message("shared assets not found under ${ASSETS}: skipping")
-    cmake_language(EXIT 77)
-endif()
+# Runs `generate --temperature 0 --ids` on the stories260K model vendored in tests/data and compares
+# the ids with llama2.c's greedy reference (golden/stories260K/greedy_bos_200.ids). A missing file
+# is an error that names it.
+#   cmake -DGENERATE=<path to generate> -DDATA=<tests/data> -P example_generate.cmake
+set(model "${DATA}/models/stories260K.bin")
+set(tokenizer "${DATA}/tokenizers/tok512.bin")
+set(golden "${DATA}/golden/stories260K/greedy_bos_200.ids")
+foreach(file IN ITEMS "${model}" "${tokenizer}" "${golden}")
+    if(NOT EXISTS "${file}")
+        message(FATAL_ERROR "required test data file not found: ${file} (see tests/data/README.md)")
+    endif()
+endforeach()
 execute_process(
     COMMAND "${GENERATE}" "${model}" "${tokenizer}" --temperature 0 --steps 200 --ids
     OUTPUT_VARIABLE ids

@@ -44,7 +44,7 @@ using io::GgufValue;
 using tok::SpmTokenizer;
 using Ids = std::vector<std::int32_t>;
 namespace fs = std::filesystem;
-using softprompt::testing::assets_dir;
+using softprompt::testing::test_data_dir;
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
@@ -1007,10 +1007,10 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
 // ------------------------------------------------------------------------------------------------
 // stories260K.gguf: the real model against llama2.c
 
-fs::path stories_gguf() { return assets_dir() / "models" / "stories260K.gguf"; }
+fs::path stories_gguf() { return test_data_dir() / "models" / "stories260K.gguf"; }
 
 TEST(GgufStories260K, MetadataAndTensors) {
-    SOFTPROMPT_REQUIRE_ASSET(stories_gguf());
+    SOFTPROMPT_REQUIRE_DATA(stories_gguf());
     const GgufFile f(stories_gguf().string());
     EXPECT_EQ(f.version(), 3u);
     EXPECT_EQ(f.tensors().size(), 48u);
@@ -1029,12 +1029,12 @@ TEST(GgufStories260K, MetadataAndTensors) {
 }
 
 TEST(GgufStories260K, LogitsEqualLlama2cGoldenAndTheLlama2cFormatModel) {
-    SOFTPROMPT_REQUIRE_ASSET(stories_gguf());
-    const fs::path bin = assets_dir() / "models" / "stories260K.bin";
+    SOFTPROMPT_REQUIRE_DATA(stories_gguf());
+    const fs::path bin = test_data_dir() / "models" / "stories260K.bin";
     const fs::path golden_path =
-        assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
-    SOFTPROMPT_REQUIRE_ASSET(bin);
-    SOFTPROMPT_REQUIRE_ASSET(golden_path);
+        test_data_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
+    SOFTPROMPT_REQUIRE_DATA(bin);
+    SOFTPROMPT_REQUIRE_DATA(golden_path);
     const auto model = io::load_gguf_llama<float>(stories_gguf().string());
     const nn::Config& c = model.config;
     EXPECT_EQ(c.dim, 64);
@@ -1121,7 +1121,7 @@ Outcome try_load(std::span<const std::byte> bytes) {
 }
 
 TEST(GgufStories260K, TruncatedAnywhereIsAFormatError) {
-    SOFTPROMPT_REQUIRE_ASSET(stories_gguf());
+    SOFTPROMPT_REQUIRE_DATA(stories_gguf());
     const std::string bytes = read_file(stories_gguf());
     std::vector<std::size_t> cuts;
     for (std::size_t n = 0; n < 14176; n += (n < 512 ? 1 : 7)) cuts.push_back(n);
@@ -1140,7 +1140,7 @@ TEST(GgufStories260K, TruncatedAnywhereIsAFormatError) {
 }
 
 TEST(GgufStories260K, BitFlipsInTheHeaderLoadOrAreFormatErrors) {
-    SOFTPROMPT_REQUIRE_ASSET(stories_gguf());
+    SOFTPROMPT_REQUIRE_DATA(stories_gguf());
     const std::string good = read_file(stories_gguf());
     ASSERT_EQ(try_load(as_bytes(good)), Outcome::kLoaded);
     std::string bytes = good;
@@ -1186,9 +1186,9 @@ std::vector<std::string> odd_strings() {
 }
 
 TEST(GgufTokenizer, Stories260KEqualsTok512OnRealText) {
-    SOFTPROMPT_REQUIRE_ASSET(stories_gguf());
-    const fs::path tok_path = assets_dir() / "tokenizers" / "tok512.bin";
-    SOFTPROMPT_REQUIRE_ASSET(tok_path);
+    SOFTPROMPT_REQUIRE_DATA(stories_gguf());
+    const fs::path tok_path = test_data_dir() / "tokenizers" / "tok512.bin";
+    SOFTPROMPT_REQUIRE_DATA(tok_path);
     const SpmTokenizer gguf = io::load_gguf_spm_tokenizer(stories_gguf().string());
     const SpmTokenizer bin = SpmTokenizer::from_llama2c(tok_path.string(), 512);
     ASSERT_EQ(gguf.vocab_size(), 512);
@@ -1210,8 +1210,9 @@ TEST(GgufTokenizer, Stories260KEqualsTok512OnRealText) {
     }
 
     std::vector<std::string> corpus = odd_strings();
-    if (const fs::path moby = assets_dir() / "data" / "moby-dick" / "moby_dick.txt";
-        fs::exists(moby)) {
+    const fs::path moby = test_data_dir() / "text" / "moby_dick.txt";
+    SOFTPROMPT_REQUIRE_DATA(moby);
+    {
         std::istringstream in(read_file(moby));
         std::string line;
         for (int i = 0; std::getline(in, line); ++i)
@@ -1268,8 +1269,8 @@ std::vector<Ids> read_vocab_outputs(const fs::path& out) {
 }
 
 TEST(GgufTokenizer, LlamaSpmMatchesLlamaCppVectors) {
-    const fs::path dir = assets_dir() / "tokenizers" / "llama.cpp";
-    SOFTPROMPT_REQUIRE_ASSET(dir / "ggml-vocab-llama-spm.gguf");
+    const fs::path dir = test_data_dir() / "tokenizers" / "llama.cpp";
+    SOFTPROMPT_REQUIRE_DATA(dir / "ggml-vocab-llama-spm.gguf");
     const SpmTokenizer tok =
         io::load_gguf_spm_tokenizer((dir / "ggml-vocab-llama-spm.gguf").string());
     EXPECT_EQ(tok.vocab_size(), 32000);
@@ -1388,8 +1389,8 @@ TEST(GgufTokenizer, SentencePieceRulesOnAHandMadeVocabulary) {
 }
 
 TEST(GgufTokenizer, Gpt2VocabularyListsMatchTheOpenAiFiles) {
-    const fs::path dir = assets_dir() / "tokenizers";
-    SOFTPROMPT_REQUIRE_ASSET(dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf");
+    const fs::path dir = test_data_dir() / "tokenizers";
+    SOFTPROMPT_REQUIRE_DATA(dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf");
     const io::GgufBpeVocab v =
         io::gguf_bpe_vocab((dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
     ASSERT_EQ(v.tokens.size(), 50257u);

@@ -33,7 +33,6 @@ using namespace softprompt::io;
 using nn::Gpt2;
 using nn::Llama;
 namespace fs = std::filesystem;
-using softprompt::testing::assets_dir;
 using softprompt::testing::test_data_dir;
 
 // ------------------------------------------------------------------------------------------------
@@ -314,8 +313,8 @@ TEST(SafetensorsWriter, ProducesTheReferenceImplementationsBytes) {
 }
 
 TEST(SafetensorsWriter, RewritingTheTinyGpt2CheckpointIsByteIdentical) {
-    const fs::path original = assets_dir() / "models" / "tiny-gpt2-random" / "model.safetensors";
-    SOFTPROMPT_REQUIRE_ASSET(original);
+    const fs::path original = test_data_dir() / "models" / "tiny-gpt2-random" / "model.safetensors";
+    SOFTPROMPT_REQUIRE_DATA(original);
     const SafetensorsFile in(original.string());
     EXPECT_EQ(in.metadata(), (std::map<std::string, std::string>{{"format", "pt"}}));
     std::map<std::string, std::vector<float>> values;
@@ -762,8 +761,8 @@ TEST(SafetensorsMapping, OpeningMapsTheFileAndReadsNothingUntilTouched) {
 // config.json
 
 TEST(HfConfig, ReadsTheTinyGpt2Config) {
-    const fs::path path = assets_dir() / "models" / "tiny-gpt2-random" / "config.json";
-    SOFTPROMPT_REQUIRE_ASSET(path);
+    const fs::path path = test_data_dir() / "models" / "tiny-gpt2-random" / "config.json";
+    SOFTPROMPT_REQUIRE_DATA(path);
     const HfConfig hf = read_hf_config(path.string());
     EXPECT_EQ(hf.family, HfFamily::kGpt2);
     EXPECT_EQ(hf.config.dim, 2);
@@ -876,8 +875,8 @@ TEST(HfConfig, WrittenConfigReadsBackTheSame) {
 // Checkpoint folders
 
 TEST(HfCheckpoint, TinyGpt2LoadsWithHfShapesRunsAndSavesByteIdentical) {
-    const fs::path dir = assets_dir() / "models" / "tiny-gpt2-random";
-    SOFTPROMPT_REQUIRE_ASSET(dir);
+    const fs::path dir = test_data_dir() / "models" / "tiny-gpt2-random";
+    SOFTPROMPT_REQUIRE_DATA(dir);
     const auto model = load_hf<Gpt2>(dir.string());
     const auto& w = model.weights;
     auto shape = [](const Weight<float>& x) { return std::pair(x.rows, x.cols); };
@@ -983,8 +982,8 @@ TEST(HfCheckpoint, InterleavedRopeModelsAreSavedInHalfSplitLayout) {
 
 TEST(HfCheckpoint, Stories260KThroughHfLayoutStillMatchesLlama2c) {
     // The real stories260K (llama2.c, interleaved RoPE) saved as an HF checkpoint and read back.
-    const fs::path bin = assets_dir() / "models" / "stories260K.bin";
-    SOFTPROMPT_REQUIRE_ASSET(bin);
+    const fs::path bin = test_data_dir() / "models" / "stories260K.bin";
+    SOFTPROMPT_REQUIRE_DATA(bin);
     const auto stories = load_llama2c<float>(bin.string());
     TempDir out;
     save_hf(out.path().string(), stories);

@@ -33,9 +33,8 @@ using autograd::Tape;
 using autograd::Var;
 namespace fs = std::filesystem;
 
-using softprompt::testing::assets_dir;
-using softprompt::testing::Golden;
 using softprompt::testing::test_data_dir;
+using softprompt::testing::Golden;
 
 template <class T>
 double max_abs(const Mat<T>& a, const Mat<T>& b) {
@@ -356,10 +355,10 @@ TEST(Generate, SamplerIsSeededAndRespectsTopK) {
 // The real stories260K model (llama2.c format) against llama2.c's own outputs.
 
 TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
-    const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
+    const fs::path model_path = test_data_dir() / "models" / "stories260K.bin";
     const fs::path golden_path =
-        assets_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
-    SOFTPROMPT_REQUIRE_ASSET(model_path);
+        test_data_dir() / "golden" / "stories260K" / "logits_once_upon_a_time.txt";
+    SOFTPROMPT_REQUIRE_DATA(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
     EXPECT_EQ(model.config.dim, 64);
     EXPECT_EQ(model.config.n_kv_heads, 4);
@@ -385,11 +384,11 @@ TEST(Stories260K, AllLogitsMatchLlama2cWithAndWithoutCache) {
 }
 
 TEST(Stories260K, GreedyFromBosReproducesLlama2cWithCacheAndByRecomputation) {
-    const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
-    SOFTPROMPT_REQUIRE_ASSET(model_path);
+    const fs::path model_path = test_data_dir() / "models" / "stories260K.bin";
+    SOFTPROMPT_REQUIRE_DATA(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
     const std::vector<std::int32_t> golden =
-        read_ids(assets_dir() / "golden" / "stories260K" / "greedy_bos_200.ids");
+        read_ids(test_data_dir() / "golden" / "stories260K" / "greedy_bos_200.ids");
     ASSERT_EQ(golden.size(), 201u);
     ASSERT_EQ(golden[0], 1);
     const std::vector<std::int32_t> expected(golden.begin() + 1, golden.end());
@@ -413,8 +412,8 @@ TEST(Stories260K, GreedyFromBosReproducesLlama2cWithCacheAndByRecomputation) {
 }
 
 TEST(Stories260K, CorruptFilesGiveFormatErrors) {
-    const fs::path model_path = assets_dir() / "models" / "stories260K.bin";
-    SOFTPROMPT_REQUIRE_ASSET(model_path);
+    const fs::path model_path = test_data_dir() / "models" / "stories260K.bin";
+    SOFTPROMPT_REQUIRE_DATA(model_path);
     std::ifstream in(model_path, std::ios::binary);
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const fs::path tmp = fs::temp_directory_path() / "softprompt_model_test_corrupt.bin";

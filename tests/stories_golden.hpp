@@ -1,6 +1,6 @@
 #pragma once
-// llama2.c's reference outputs for the shared stories260K model (golden/stories260K/ in the assets
-// folder): the logits of a 16-token sequence and the greedy continuation of BOS.
+// llama2.c's reference outputs for the stories260K model (tests/data/golden/stories260K/): the
+// logits of a 16-token sequence and the greedy continuation of BOS.
 
 #include <cstdint>
 #include <filesystem>

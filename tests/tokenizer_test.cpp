@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "test_paths.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -37,32 +39,11 @@ using Ids = std::vector<std::int32_t>;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-// The shared real-asset folder: $SOFTPROMPT_ASSETS, else the CMake-provided SOFTPROMPT_ASSETS_DIR,
-// else ../shared/assets beside the repository (found from this source file's path).
-fs::path assets_dir() {
-    if (const char* env = std::getenv("SOFTPROMPT_ASSETS"); env != nullptr && *env != '\0') {
-        return env;
-    }
-#ifdef SOFTPROMPT_ASSETS_DIR
-    return SOFTPROMPT_ASSETS_DIR;
-#else
-    return fs::path(__FILE__).parent_path() / ".." / ".." / "shared" / "assets";
-#endif
-}
-
-// Path of an asset, or empty when it is missing (the caller skips).
-fs::path asset(const std::string& relative) {
-    const fs::path p = assets_dir() / relative;
-    std::error_code ec;
-    return fs::is_regular_file(p, ec) ? p : fs::path();
-}
-
-#define REQUIRE_ASSET(var, relative)                                                        \
-    const fs::path var = asset(relative);                                                   \
-    if (var.empty()) {                                                                      \
-        GTEST_SKIP() << "asset " << (relative) << " not found under " << assets_dir()       \
-                     << " (set SOFTPROMPT_ASSETS to the shared assets folder to run this)"; \
-    }
+// A vendored file of tests/data (see tests/data/README.md); the test fails, naming it, when it is
+// missing.
+#define REQUIRE_DATA(var, relative)                                          \
+    const fs::path var = softprompt::testing::test_data_dir() / (relative); \
+    SOFTPROMPT_REQUIRE_DATA(var)
 
 std::string read_text(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -651,7 +632,7 @@ TEST(SpmCorrupt, TokenizerFileOnDisk) {
 // The real stories260K tokenizer against llama2.c's outputs
 
 TEST(SpmTok512, Loads) {
-    REQUIRE_ASSET(path, "tokenizers/tok512.bin");
+    REQUIRE_DATA(path, "tokenizers/tok512.bin");
     const SpmTokenizer tok = SpmTokenizer::from_llama2c(path.string(), 512);
     EXPECT_EQ(tok.vocab_size(), 512);
     EXPECT_EQ(tok.piece(0), "<unk>");
@@ -670,8 +651,8 @@ TEST(SpmTok512, Loads) {
 }
 
 TEST(SpmTok512, GoldenPromptIds) {
-    REQUIRE_ASSET(path, "tokenizers/tok512.bin");
-    REQUIRE_ASSET(golden, "golden/stories260K/logits_once_upon_a_time.txt");
+    REQUIRE_DATA(path, "tokenizers/tok512.bin");
+    REQUIRE_DATA(golden, "golden/stories260K/logits_once_upon_a_time.txt");
     const SpmTokenizer tok = SpmTokenizer::from_llama2c(path.string(), 512);
     // The "# tokens: ..." header line lists the ids fed to llama2.c.
     std::istringstream in(read_text(golden));
@@ -693,9 +674,9 @@ TEST(SpmTok512, GoldenPromptIds) {
 }
 
 TEST(SpmTok512, GoldenGreedyDecode) {
-    REQUIRE_ASSET(path, "tokenizers/tok512.bin");
-    REQUIRE_ASSET(ids_path, "golden/stories260K/greedy_bos_200.ids");
-    REQUIRE_ASSET(txt_path, "golden/stories260K/greedy_bos_200.txt");
+    REQUIRE_DATA(path, "tokenizers/tok512.bin");
+    REQUIRE_DATA(ids_path, "golden/stories260K/greedy_bos_200.ids");
+    REQUIRE_DATA(txt_path, "golden/stories260K/greedy_bos_200.txt");
     const SpmTokenizer tok = SpmTokenizer::from_llama2c(path.string(), 512);
     const Ids ids = parse_ids(read_text(ids_path));
     ASSERT_EQ(ids.size(), 201u);
@@ -719,7 +700,7 @@ TEST(SpmTok512, GoldenGreedyDecode) {
 }
 
 TEST(SpmTok512, RoundTrip) {
-    REQUIRE_ASSET(path, "tokenizers/tok512.bin");
+    REQUIRE_DATA(path, "tokenizers/tok512.bin");
     const SpmTokenizer tok = SpmTokenizer::from_llama2c(path.string(), 512);
     for (const std::string& s : round_trip_strings()) {
         const Ids ids = tok.encode(s, true, false);
@@ -733,10 +714,11 @@ TEST(SpmTok512, RoundTrip) {
 
 // The heap-based merge loop against llama2.c's O(n²) loop on real text.
 TEST(SpmTok512, AgreesWithReferenceOnRealText) {
-    REQUIRE_ASSET(path, "tokenizers/tok512.bin");
+    REQUIRE_DATA(path, "tokenizers/tok512.bin");
     const SpmTokenizer tok = SpmTokenizer::from_llama2c(path.string(), 512);
     std::vector<std::string> texts;
-    if (const fs::path moby = asset("data/moby-dick/moby_dick.txt"); !moby.empty()) {
+    REQUIRE_DATA(moby, "text/moby_dick.txt");
+    {
         std::istringstream in(read_text(moby));
         std::string line;
         // Lines from several places in the book, plus multi-line chunks.
@@ -749,7 +731,8 @@ TEST(SpmTok512, AgreesWithReferenceOnRealText) {
             texts.push_back(all.substr(start, 1500));
         }
     }
-    if (const fs::path g = asset("golden/stories260K/greedy_bos_200.txt"); !g.empty()) {
+    REQUIRE_DATA(g, "golden/stories260K/greedy_bos_200.txt");
+    {
         texts.push_back(read_text(g));
     }
     ASSERT_FALSE(texts.empty());
