@@ -290,9 +290,9 @@ struct StoryTask {
 };
 
 StoryTask story_task() {
-    const fs::path assets = softprompt::testing::assets_dir();
+    const fs::path data = softprompt::testing::test_data_dir();
     StoryTask task{
-        tok::SpmTokenizer::from_llama2c((assets / "tokenizers" / "tok512.bin").string(), 512),
+        tok::SpmTokenizer::from_llama2c((data / "tokenizers" / "tok512.bin").string(), 512),
         {},
         {},
         {}};
@@ -319,8 +319,8 @@ StoryTask story_task() {
 
 template <class MakeMethod>
 void expect_method_learns(const char* name, MakeMethod make_method, double lr) {
-    const fs::path model_path = softprompt::testing::assets_dir() / "models" / "stories260K.bin";
-    if (!fs::exists(model_path)) GTEST_SKIP() << "shared asset not found: " << model_path;
+    const fs::path model_path = softprompt::testing::test_data_dir() / "models" / "stories260K.bin";
+    SOFTPROMPT_REQUIRE_DATA(model_path);
     const auto model = io::load_llama2c<float>(model_path.string());
     const StoryTask task = story_task();
     auto method = make_method(model, task);
@@ -428,6 +428,187 @@ TEST(Stories260K, LoraLearnsTheName) {
                                                                   rng);
         },
         0.01);
+}
+
+
+// ------------------------------------------------------------------------------------------------
+// Non-finite gradients under a finite loss: the trainer refuses the step, clipping or not.
+
+// Prompt tuning through GELU: prompt = gelu(p). Where p is huge (1e20), GELU's forward is p itself,
+// finite, but its derivative multiplies 1 − tanh² (0 there) by 1 + 3·0.044715·p², which overflows
+// float: 0·inf is NaN. The loss stays finite; p's gradient does not.
+class GeluPrompt : public peft::Method<float> {
+public:
+    explicit GeluPrompt(Mat<float> p) : p_("gelu_prompt", std::move(p)) {}
+    peft::MethodKind kind() const override { return peft::MethodKind::kPromptTuning; }
+    std::vector<Param<float>*> parameters() override { return {&p_}; }
+    nn::AdapterInput<float> input(autograd::Tape<float>& tape) override {
+        nn::AdapterInput<float> in;
+        in.prompt = autograd::gelu(tape, tape.param(p_));
+        return in;
+    }
+    Index num_virtual_tokens() const override { return p_.value().rows(); }
+    Param<float>& p() { return p_; }
+
+private:
+    Param<float> p_;
+};
+
+// A factorised prompt a ⊙ (b ⊙ c). Where b is 0 and a, c are 1e30 the prompt is 0, but b's
+// gradient is g·a·c = g·1e60: infinite in float for any non-zero g.
+class ProductPrompt : public peft::Method<float> {
+public:
+    explicit ProductPrompt(const Mat<float>& init)
+        : a_("prompt_a", Mat<float>::Ones(init.rows(), init.cols())),
+          b_("prompt_b", init),
+          c_("prompt_c", Mat<float>::Ones(init.rows(), init.cols())) {}
+    peft::MethodKind kind() const override { return peft::MethodKind::kPromptTuning; }
+    std::vector<Param<float>*> parameters() override { return {&a_, &b_, &c_}; }
+    nn::AdapterInput<float> input(autograd::Tape<float>& tape) override {
+        nn::AdapterInput<float> in;
+        in.prompt = autograd::mul(tape, tape.param(a_),
+                                  autograd::mul(tape, tape.param(b_), tape.param(c_)));
+        return in;
+    }
+    Index num_virtual_tokens() const override { return b_.value().rows(); }
+    Param<float>& a() { return a_; }
+    Param<float>& b() { return b_; }
+    Param<float>& c() { return c_; }
+
+private:
+    Param<float> a_, b_, c_;
+};
+
+bool same_bits(const Mat<float>& x, const Mat<float>& y) {
+    return x.rows() == y.rows() && x.cols() == y.cols() &&
+           std::memcmp(x.data(), y.data(), sizeof(float) * std::size_t(x.size())) == 0;
+}
+
+// Two good steps, then `make_extreme` sets parameter values whose loss is finite and whose
+// gradient is not: the third step must throw NumericError naming `param`, before any update.
+template <class M, class MakeExtreme>
+void expect_bad_gradient_refused(M& method, double max_grad_norm, MakeExtreme make_extreme,
+                                 const std::string& param) {
+    SCOPED_TRACE("max_grad_norm " + std::to_string(max_grad_norm) + ", Param " + param);
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    const Dataset train = toy_data(6, 12, g.config.vocab_size);
+    optim::Adam<float> adam(method.parameters(), {.lr = 0.01});
+    Trainer<nn::Llama, float> trainer(model, method, adam,
+                                      {.epochs = 0,
+                                       .max_steps = 5,
+                                       .batch_size = 4,
+                                       .grad_accumulation = 2,
+                                       .max_grad_norm = max_grad_norm,
+                                       .schedule = {},
+                                       .eval_every = 0,
+                                       .patience = 0,
+                                       .keep_best = false,
+                                       .seed = 0,
+                                       .shuffle = true,
+                                       .pad_id = 0,
+                                       .metrics_csv = {},
+                                       .progress = ProgressMode::kSilent});
+    trainer.fit(train, nullptr, /*stop_after=*/2);
+    make_extreme();
+    // The loss at the extreme values is finite: the failure below can only come from backward.
+    const EvalResult at_extreme = evaluate(model, &method, train);
+    ASSERT_TRUE(std::isfinite(at_extreme.loss)) << at_extreme.loss;
+
+    const TrainingState<float> before = trainer.state();
+    ASSERT_EQ(before.step, 2);
+    try {
+        trainer.fit(train);
+        FAIL() << "expected NumericError";
+    } catch (const NumericError& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find("step 3"), std::string::npos) << m;
+        EXPECT_NE(m.find("'" + param + "'"), std::string::npos) << m;
+        EXPECT_TRUE(m.find(" is nan at [") != std::string::npos ||
+                    m.find(" is inf at [") != std::string::npos ||
+                    m.find(" is -inf at [") != std::string::npos)
+            << m;
+        EXPECT_NE(m.find("the loss is finite"), std::string::npos) << m;
+    }
+    // Parameters, optimizer state and position in the data as the second step left them.
+    const TrainingState<float> after = trainer.state();
+    EXPECT_EQ(after.step, before.step);
+    EXPECT_EQ(after.epoch, before.epoch);
+    EXPECT_EQ(after.next_batch, before.next_batch);
+    ASSERT_EQ(after.params.size(), before.params.size());
+    for (std::size_t i = 0; i < before.params.size(); ++i)
+        EXPECT_TRUE(same_bits(after.params[i].second, before.params[i].second))
+            << before.params[i].first;
+    EXPECT_EQ(after.optimizer.scalars, before.optimizer.scalars);
+    ASSERT_EQ(after.optimizer.tensors.size(), before.optimizer.tensors.size());
+    for (std::size_t i = 0; i < before.optimizer.tensors.size(); ++i)
+        EXPECT_TRUE(same_bits(after.optimizer.tensors[i].second, before.optimizer.tensors[i].second))
+            << before.optimizer.tensors[i].first;
+    for (auto* p : method.parameters()) EXPECT_TRUE(p->grad().isZero()) << p->name();
+}
+
+TEST(Trainer, NanGradientUnderAFiniteLossStopsBeforeTheUpdate) {
+    const Golden<float> g("golden_llama_gqa.json");
+    for (const double max_grad_norm : {0.0, 1.0}) {
+        Rng rng(21);
+        GeluPrompt method(peft::init_normal<float>(3, g.config.dim, 0.5, rng));
+        expect_bad_gradient_refused(
+            method, max_grad_norm, [&] { method.p().value()(1, 2) = 1e20f; }, "gelu_prompt");
+    }
+}
+
+TEST(Trainer, InfiniteGradientUnderAFiniteLossStopsBeforeTheUpdate) {
+    const Golden<float> g("golden_llama_gqa.json");
+    for (const double max_grad_norm : {0.0, 1.0}) {
+        Rng rng(22);
+        ProductPrompt method(peft::init_normal<float>(3, g.config.dim, 0.5, rng));
+        expect_bad_gradient_refused(
+            method, max_grad_norm,
+            [&] {
+                method.a().value()(0, 1) = 1e30f;
+                method.b().value()(0, 1) = 0.0f;
+                method.c().value()(0, 1) = 1e30f;
+            },
+            "prompt_b");
+    }
+}
+
+// The loss itself non-finite (the third update diverges, the fourth step's loss is NaN), with
+// clipping on: NumericError names the loss, and the parameters go back to the last ones whose loss
+// was finite.
+TEST(Trainer, NonFiniteLossWithClippingStops) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    const Dataset train = toy_data(7, 8, g.config.vocab_size);
+    Rng rng(23);
+    GeluPrompt method(peft::init_normal<float>(2, g.config.dim, 0.5, rng));
+    DivergingSgd sgd(method.parameters());
+    Trainer<nn::Llama, float> trainer(model, method, sgd,
+                                      {.epochs = 0,
+                                       .max_steps = 5,
+                                       .batch_size = 4,
+                                       .grad_accumulation = 1,
+                                       .max_grad_norm = 1.0,
+                                       .schedule = {},
+                                       .eval_every = 0,
+                                       .patience = 0,
+                                       .keep_best = false,
+                                       .seed = 0,
+                                       .shuffle = true,
+                                       .pad_id = 0,
+                                       .metrics_csv = {},
+                                       .progress = ProgressMode::kSilent});
+    trainer.fit(train, nullptr, /*stop_after=*/2);
+    const Mat<float> last_good = method.p().value();
+    try {
+        trainer.fit(train);
+        FAIL() << "expected NumericError";
+    } catch (const NumericError& e) {
+        EXPECT_NE(std::string(e.what()).find("the loss is nan at step 4"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_TRUE(same_bits(method.p().value(), last_good));
+    EXPECT_TRUE(method.p().grad().isZero());
 }
 
 }  // namespace

@@ -6,8 +6,14 @@
 // Deterministic for a given seed: each epoch's order is recomputed from (seed, epoch), so the whole
 // run is a function of its TrainingState (parameters, optimizer state, position in the data). A
 // run stopped and resumed from its state reaches the same parameters, bit for bit, as one that was
-// never stopped. A non-finite loss or gradient stops training with a NumericError and leaves the
-// method's parameters at the last step whose loss was finite.
+// never stopped. A non-finite gradient (checked every step, clipping or not) stops training with a
+// NumericError before the update: parameters and optimizer state stay as the last step left them.
+// A non-finite loss stops it too and puts the parameters back to the last ones whose loss was
+// finite (the update that diverged is undone; the optimizer's state is not).
+//
+// Threads: a Trainer, its method and its optimizer belong to one thread; the model and the data
+// sets are only read, so several trainers may share them. Concurrent trainers need different
+// metrics_csv paths (or none), and ProgressMode::kSilent unless their lines may interleave.
 
 #include <cmath>
 #include <cstdint>
@@ -108,6 +114,9 @@ public:
         std::vector<Mat<T>> last_good = snapshot();
 
         while (step_ < end) {
+            // Where this step's data starts: a step that fails is not taken, so the position goes
+            // back here and a resumed run retries the same micro-batches.
+            const std::int64_t step_epoch = epoch_, step_batch = next_batch_;
             double step_loss = 0;
             for (std::int64_t micro = 0; micro < options_.grad_accumulation; ++micro) {
                 if (next_batch_ >= std::int64_t(batches.size())) {
@@ -125,10 +134,13 @@ public:
                 if (!std::isfinite(loss)) {
                     restore(last_good);
                     progress.finish();
+                    const std::int64_t bad_epoch = epoch_, bad_batch = next_batch_;
+                    epoch_ = step_epoch;
+                    next_batch_ = step_batch;
                     throw NumericError(
-                        "Trainer: the loss is " + std::to_string(loss) + " at step " +
-                        std::to_string(step_ + 1) + " (epoch " + std::to_string(epoch_) +
-                        ", batch " + std::to_string(next_batch_) +
+                        "Trainer: the loss is " + optim::detail::format_double(loss) + " at step " +
+                        std::to_string(step_ + 1) + " (epoch " + std::to_string(bad_epoch) +
+                        ", batch " + std::to_string(bad_batch) +
                         "); training stopped and the parameters are those of the last finite step");
                 }
                 const T inv = T(1) / T(options_.grad_accumulation);
@@ -138,15 +150,30 @@ public:
                 for (std::int32_t len : batch.lengths) tokens += len;
                 ++next_batch_;
             }
-            if (options_.max_grad_norm > 0) {
-                try {
-                    optim::clip_grad_norm(method_.parameters(), options_.max_grad_norm);
-                } catch (const NumericError&) {
-                    restore(last_good);
-                    progress.finish();
-                    throw;
-                }
+            // Every step, clipping or not, one pass over the gradients: a NaN or an infinity
+            // anywhere makes the norm non-finite. Nothing has touched the parameters or the
+            // optimizer since the last step, so refusing this one leaves both as that step left
+            // them, bit for bit.
+            const std::vector<autograd::Param<T>*> params = method_.parameters();
+            const double norm = optim::grad_norm(params);
+            if (!std::isfinite(norm)) {
+                const auto bad = optim::find_nonfinite_grad(params);
+                for (auto* p : params) p->zero_grad();
+                epoch_ = step_epoch;
+                next_batch_ = step_batch;
+                progress.finish();
+                throw NumericError(
+                    "Trainer: at step " + std::to_string(step_ + 1) + " the loss is finite (" +
+                    optim::detail::format_double(step_loss) + ") but " +
+                    (bad ? "the gradient of " + bad->describe()
+                         : "the gradients' global norm overflows although every element is "
+                           "finite") +
+                    "; training stopped before the update, the parameters and the optimizer "
+                    "state are those after step " +
+                    std::to_string(step_));
             }
+            if (options_.max_grad_norm > 0)
+                optim::scale_grads_to_max_norm(params, norm, options_.max_grad_norm);
             last_good = snapshot();
             if (options_.schedule) options_.schedule->apply(optimizer_);
             const double lr = optimizer_.lr();
