@@ -102,6 +102,9 @@ private:
         } catch (const nlohmann::json::parse_error& e) {
             throw FormatError::at(source_, e.byte == 0 ? 0 : e.byte - 1,
                                   std::string("not valid JSON: ") + e.what());
+        } catch (const nlohmann::json::exception& e) {
+            // nlohmann reports a number too large for a double (1e400) as out_of_range.
+            throw FormatError(source_ + ": not valid JSON: " + e.what());
         }
         auto fail = [&](const std::string& what) { throw FormatError(source_ + ": " + what); };
         if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())

@@ -196,6 +196,9 @@ inline HfConfig read_hf_config(const std::string& path) {
     } catch (const nlohmann::json::parse_error& e) {
         throw FormatError::at(path, e.byte == 0 ? 0 : e.byte - 1,
                               std::string("not valid JSON: ") + e.what());
+    } catch (const nlohmann::json::exception& e) {
+        // nlohmann reports a number too large for a double (1e400) as out_of_range.
+        throw FormatError(path + ": not valid JSON: " + e.what());
     }
     return parse_hf_config(j, path);
 }

@@ -15,6 +15,9 @@
 // The file must end exactly there. RoPE rotates interleaved pairs (θ = 10000), RMSNorm eps 1e-5.
 // For T = float the weights are views into a read-only mapping of the file (no copy); for other
 // scalar types they are converted into one owned buffer.
+//
+// Threads: load_llama2c keeps no state between calls; the Model it returns is shared as
+// nn/model.hpp says.
 
 #include <cstdint>
 #include <memory>
@@ -66,10 +69,30 @@ nn::Model<nn::Llama, T> load_llama2c(const std::string& path) {
                         kv = std::uint64_t(c.kv_dim()), hid = std::uint64_t(c.hidden_dim),
                         V = std::uint64_t(c.vocab_size), hd = std::uint64_t(c.head_dim()),
                         seq = std::uint64_t(c.max_seq_len);
-    // All sizes fit easily in 64 bits: each header field is < 2^31.
-    const std::uint64_t floats = V * d + L * d + L * d * d + 2 * L * kv * d + L * d * d + L * d +
-                                 3 * L * hid * d + d + seq * hd + (c.tied_head ? 0 : V * d);
-    const std::uint64_t expected = 28 + 4 * floats;
+    // Header fields below 2^31 still multiply past 2^64 (L·d·d with every field near 2^31), and a
+    // count that wrapped around could match a tiny file: every product and sum is checked.
+    bool overflow = false;
+    auto mul = [&](std::uint64_t a, std::uint64_t b) {
+        std::uint64_t r = 0;
+        overflow |= __builtin_mul_overflow(a, b, &r);
+        return r;
+    };
+    auto add = [&](std::uint64_t a, std::uint64_t b) {
+        std::uint64_t r = 0;
+        overflow |= __builtin_add_overflow(a, b, &r);
+        return r;
+    };
+    std::uint64_t floats = 0;
+    for (const std::uint64_t n :
+         {mul(V, d), mul(L, d), mul(mul(L, d), d), mul(mul(mul(2, L), kv), d), mul(mul(L, d), d),
+          mul(L, d), mul(mul(mul(3, L), hid), d), d, mul(seq, hd), c.tied_head ? 0 : mul(V, d)})
+        floats = add(floats, n);
+    const std::uint64_t expected = add(28, mul(4, floats));
+    if (overflow)
+        in.fail_at(0, "the header describes more than 2^64 bytes of weights (dim " +
+                          std::to_string(d) + ", hidden_dim " + std::to_string(hid) +
+                          ", n_layers " + std::to_string(L) + ", vocab_size " + std::to_string(V) +
+                          "); the file has " + std::to_string(file->size()));
     if (file->size() != expected)
         in.fail_at(file->size() < expected ? file->size() : expected,
                    std::string(file->size() < expected ? "truncated" : "trailing bytes") +

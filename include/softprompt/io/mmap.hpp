@@ -20,6 +20,9 @@
 //   `FormatError::at(name, offset, "truncated: ...")` with the offset where the read began. Loaders
 //   report their own format errors at the cursor with `fail(...)`, so every message names the file
 //   and the byte.
+//
+// Threads: a MappedFile is immutable once built and its bytes are read-only, so any number of
+// threads may read one. A ByteReader is a cursor: one per thread.
 
 #include <fcntl.h>
 #include <sys/mman.h>

@@ -35,9 +35,17 @@
 // every tensor stays aligned to its element size), header padded with spaces to a multiple of 8
 // bytes. The file is written to `<path>.tmp-XXXXXXXX` in the same folder, fsync'ed and renamed over
 // `path`: a reader sees the old file or the new one, never half of one; on failure the temporary
-// file is removed and IoError names the path.
+// file is removed and IoError names the path. A save killed before its rename leaves its temporary
+// file; the next save to the same path removes it (a live save's file is flock'ed, so only dead
+// ones go).
+//
+// Threads: a SafetensorsFile is immutable once parsed; its const functions may run on several
+// threads at once. weight() adds to the TensorStore it is given, so a store serves one loader at a
+// time. Writers of different paths are independent; two writers of one path each write a whole
+// temporary file, and the last rename wins.
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -459,7 +467,11 @@ inline void SafetensorsFile::parse() {
         const std::size_t at = header.find(json(key).dump());
         return std::size_t(8 + (at == std::string_view::npos ? 0 : at));
     };
-    for (const auto& [name, entry] : root.items()) {
+    for (const auto& item : root.items()) {
+        // Named references, not a structured binding: clang before 16 cannot capture a
+        // binding in the lambdas below.
+        const std::string& name = item.key();
+        const json& entry = item.value();
         if (name == "__metadata__") {
             if (!entry.is_object())
                 in.fail_at(key_offset(name), "__metadata__ is " + detail::brief(entry) +
@@ -572,12 +584,54 @@ inline void SafetensorsFile::parse() {
 
 namespace detail {
 
-/// A file written under a temporary name in the destination's folder and renamed into place by
-/// commit(); destroyed before commit(), it removes the temporary file. Errors throw IoError naming
-/// the destination.
+/// Whether `name` is one of AtomicFile's temporary names for the destination file `base`:
+/// "<base>.tmp-" and 8 lowercase hex digits.
+inline bool is_temporary_name_of(std::string_view name, std::string_view base) {
+    constexpr std::string_view kMark = ".tmp-";
+    if (name.size() != base.size() + kMark.size() + 8 || !name.starts_with(base) ||
+        name.substr(base.size(), kMark.size()) != kMark)
+        return false;
+    for (char c : name.substr(base.size() + kMark.size()))
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    return true;
+}
+
+/// Remove the temporary files that killed saves to `path` left behind. A live save holds an
+/// exclusive flock on its temporary file from creation to rename, and the lock dies with its
+/// process: a temporary file that can be locked has no writer left and goes. Best effort: errors
+/// leave a file where it is, they never fail the save.
+inline void remove_stale_temporaries(const std::string& path) {
+    namespace fs = std::filesystem;
+    const fs::path dest(path);
+    const std::string base = dest.filename().string();
+    const fs::path folder = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
+    std::error_code ec;
+    for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (!is_temporary_name_of(name, base)) continue;
+        const std::string stale = it->path().string();
+        const int fd = ::open(stale.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) continue;
+        // Locked, and the name still leads to this very file (its writer may have renamed it into
+        // place between our open and our lock): then nobody is writing it.
+        struct stat held {}, named {};
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &held) == 0 &&
+            ::lstat(stale.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+            held.st_ino == named.st_ino)
+            (void)::unlink(stale.c_str());
+        ::close(fd);
+    }
+}
+
+/// A file written under a temporary name (`<path>.tmp-XXXXXXXX`) in the destination's folder and
+/// renamed into place by commit(); destroyed before commit(), it removes the temporary file.
+/// Creating one first removes the temporary files of earlier saves to `path` that were killed
+/// (see remove_stale_temporaries), so leftovers never pile up: at most one per destination, until
+/// its next save. Errors throw IoError naming the destination.
 class AtomicFile {
 public:
     explicit AtomicFile(std::string path) : path_(std::move(path)) {
+        remove_stale_temporaries(path_);
         // A random suffix; O_EXCL makes a clash fail instead of sharing a file, so retry.
         std::random_device rd;
         std::mt19937_64 gen(
@@ -592,6 +646,10 @@ public:
                 fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
             } while (fd_ < 0 && errno == EINTR);
             if (fd_ < 0 && errno != EEXIST) fail("cannot create a temporary file for");
+            if (fd_ >= 0 && !lock_temporary()) {
+                ::close(fd_);  // another save's cleanup removed it before we locked it: retry
+                fd_ = -1;
+            }
         }
         if (fd_ < 0) fail("cannot create a temporary file for");
     }
@@ -600,8 +658,9 @@ public:
     AtomicFile& operator=(const AtomicFile&) = delete;
 
     ~AtomicFile() {
-        if (fd_ >= 0) ::close(fd_);
+        // Unlink while the lock is still held, then close (which releases it).
         if (!committed_ && !temp_.empty()) ::unlink(temp_.c_str());
+        if (fd_ >= 0) ::close(fd_);
     }
 
     void write(const void* data, std::size_t n) {
@@ -615,14 +674,15 @@ public:
         }
     }
 
-    /// fsync, close, rename over the destination, fsync the folder (so the rename survives a
-    /// crash; best effort, some filesystems refuse to fsync a folder).
+    /// fsync, rename over the destination, close, fsync the folder (so the rename survives a
+    /// crash; best effort, some filesystems refuse to fsync a folder). The rename comes before the
+    /// close so that the lock covers the file for as long as it has its temporary name.
     void commit() {
         if (::fsync(fd_) != 0) fail("cannot sync");
-        const int fd = std::exchange(fd_, -1);
-        if (::close(fd) != 0) fail("cannot close");
         if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot rename a temporary file to");
         committed_ = true;
+        // The data is on disk (fsync above) and in place: a failing close changes nothing.
+        (void)::close(std::exchange(fd_, -1));
         const std::string folder = std::filesystem::path(path_).parent_path().string();
         const int dir =
             ::open(folder.empty() ? "." : folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -636,6 +696,20 @@ public:
 
 private:
     [[noreturn]] void fail(const char* what) const { throw io_error(what, path_, errno); }
+
+    // Takes the lock that marks the temporary file as in use; false when the file was removed
+    // between its creation and the lock (remove_stale_temporaries of a concurrent save to the same
+    // destination can lock it in that instant).
+    bool lock_temporary() {
+        int rc;
+        do {
+            rc = ::flock(fd_, LOCK_EX);
+        } while (rc != 0 && errno == EINTR);
+        if (rc != 0) return true;  // no locks here (some network filesystems): carry on unlocked
+        struct stat held {}, named {};
+        return ::fstat(fd_, &held) == 0 && ::lstat(temp_.c_str(), &named) == 0 &&
+               held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+    }
 
     std::string path_, temp_;
     int fd_ = -1;

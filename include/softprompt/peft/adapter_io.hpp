@@ -12,23 +12,40 @@
 //   adapter_config.json         peft_type, task_type "CAUSAL_LM", inference_mode true, and the
 //                               method's fields; prefix tuning writes token_dim = Dkv and
 //                               num_attention_heads = Hkv (grouped-query attention), as PEFT does.
-// Both files are written atomically (temporary file, then rename), the weights first: a crash
-// leaves the previous adapter or the new one, never half of one.
+// Saving over an existing adapter, each file is replaced atomically (temporary file, fsync,
+// rename), the weights first, then the config. What a process killed at any instant of
+// save_adapter leaves (tests/crash_test.cpp kills 200 saves of the first kind below):
+//   - each file whole: the old one or the new one, never a mix of their bytes;
+//   - when the new config text equals the old one (the same method and sizes, only values
+//     differ, as every save of one training run), the config is not rewritten, and the folder
+//     holds the old adapter or the new one: new weights beside the identical config are the new
+//     adapter;
+//   - when the config changes, the old adapter_config.json is removed before the new weights go in
+//     place, so a pair from two different saves is never left: the folder holds the old adapter,
+//     the new one, or no config at all (load_adapter then throws IoError; save again).
+// A killed save may leave its `<file>.tmp-XXXXXXXX` beside the files; loads never read it and the
+// next save of that file removes it (see io/safetensors.hpp).
 //
 // Training state (training_state.safetensors, softprompt's own): every Param of the method (also
 // what PEFT drops: reparameterisation nets, encoders), the best Params so far, the optimizer's
 // tensors, and in the metadata the step, the position in the data, the optimizer's scalars and the
 // method's description — everything `Trainer::load_state` needs to continue bit for bit.
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -53,6 +70,23 @@ inline void write_text_atomically(const std::string& path, const std::string& te
     io::detail::AtomicFile out(path);
     out.write(text.data(), text.size());
     out.commit();
+}
+
+// The bytes of a regular file, or nothing when it cannot be read (absent, unreadable).
+inline std::optional<std::string> read_whole_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) return std::nullopt;
+    return text;
+}
+
+// Makes a removal in `dir` durable before what follows it (best effort, like AtomicFile's).
+inline void sync_folder(const std::string& dir) {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)::fsync(fd);
+    ::close(fd);
 }
 
 inline nlohmann::ordered_json base_config(MethodKind kind, const nn::Config& c,
@@ -143,8 +177,19 @@ void save_adapter(const std::string& dir, Method<float>& method,
             break;
         }
     }
+    // The weights and the config are two files, replaced one after the other (the guarantee is
+    // spelled out at the top of this file). A config that changes is retracted first, so that a
+    // crash between the two renames cannot pair new weights with an old, different config.
+    const std::string config_path = (fs::path(dir) / kAdapterConfig).string();
+    const std::string config_text = config.dump(2) + "\n";
+    const std::optional<std::string> old_config = detail::read_whole_file(config_path);
+    if (old_config && *old_config != config_text) {
+        if (::unlink(config_path.c_str()) != 0 && errno != ENOENT)
+            throw io::detail::io_error("save_adapter: cannot replace", config_path, errno);
+        detail::sync_folder(dir);
+    }
     io::write_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
-    detail::write_text_atomically((fs::path(dir) / kAdapterConfig).string(), config.dump(2) + "\n");
+    if (old_config != config_text) detail::write_text_atomically(config_path, config_text);
 }
 
 /// A PEFT adapter read from disk, checked against a model.
@@ -212,6 +257,12 @@ template <class V>
 V required(const nlohmann::json& j, const std::string& key, const std::string& file) {
     if (!j.contains(key) || j.at(key).is_null())
         throw ConfigError(file + ": missing field '" + key + "'");
+    // nlohmann converts a float to an integer with a plain cast: undefined behaviour for 1e300.
+    if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>) {
+        if (!j.at(key).is_number_integer())
+            throw ConfigError(file + ": field '" + key + "' is " + io::detail::brief(j.at(key)) +
+                              ", expected an integer");
+    }
     try {
         return j.at(key).get<V>();
     } catch (const nlohmann::json::exception&) {
@@ -231,7 +282,7 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
     LoadedAdapter a;
     try {
         a.config = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw FormatError(config_path + ": not valid JSON (" + e.what() + ")");
     }
     if (!a.config.is_object()) throw FormatError(config_path + ": expected a JSON object");
@@ -274,8 +325,16 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
     expect("num_layers", c.n_layers);
     expect("token_dim", prefix ? c.kv_dim() : c.dim);
     if (prefix) expect("num_attention_heads", c.n_kv_heads);
-    if (prefix && a.config.value("prefix_projection", false) &&
-        !weights.contains("prompt_embeddings"))
+    // Not json::value(): it throws nlohmann's type_error for a non-boolean.
+    bool projection = false;
+    if (const auto it = a.config.find("prefix_projection");
+        it != a.config.end() && !it->is_null()) {
+        if (!it->is_boolean())
+            throw ConfigError(config_path + ": field 'prefix_projection' is " + it->dump() +
+                              ", expected true or false");
+        projection = it->get<bool>();
+    }
+    if (prefix && projection && !weights.contains("prompt_embeddings"))
         throw ConfigError(
             config_path +
             ": a prefix saved with its projection network (prefix_projection true, no "
@@ -325,6 +384,20 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
         if (adaptable.count(t) == 0)
             throw ConfigError(file + ": LoRA target module '" + t +
                               "' is not an attention projection of this model");
+    // The rank sizes every matrix built below: check it against the stored lora_A tensors first,
+    // so that an "r" of 10^9 is an error rather than a 32 GB allocation.
+    bool any_a = false;
+    for (const auto& [key, m] : a.tensors) {
+        if (key.size() < 14 || key.compare(key.size() - 14, 14, ".lora_A.weight") != 0) continue;
+        any_a = true;
+        if (m.rows() != options.rank)
+            throw ShapeError(std::string(kAdapterWeights) + ": tensor '" + key + "' has " +
+                             std::to_string(m.rows()) + " rows but " + file + " says r = " +
+                             std::to_string(options.rank));
+    }
+    if (!any_a)
+        throw ConfigError(std::string(kAdapterWeights) + ": no lora_A tensor (" + file +
+                          " says r = " + std::to_string(options.rank) + ")");
     Rng rng(0);
     auto lora = std::make_unique<Lora<Arch, float>>(c, options, rng);
     std::size_t used = 0;
@@ -394,21 +467,42 @@ inline train::TrainingState<float> load_training_state(const std::string& path) 
     nlohmann::json meta;
     try {
         meta = nlohmann::json::parse(it->second);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw FormatError(path + ": the training-state metadata is not valid JSON (" + e.what() +
                           ")");
     }
-    if (meta.value("format", "") != "softprompt-training-state" || meta.value("version", 0) != 1)
-        throw FormatError(path + ": unsupported training-state format or version");
+    // Compared as JSON values: json::value() would throw nlohmann's type_error for a metadata
+    // that is not an object or a field of another type.
+    auto field = [&](const char* key) -> const nlohmann::json* {
+        if (!meta.is_object()) return nullptr;
+        const auto at = meta.find(key);
+        return at == meta.end() ? nullptr : &*at;
+    };
+    const nlohmann::json* format = field("format");
+    const nlohmann::json* version = field("version");
+    if (!format || *format != "softprompt-training-state" || !version || *version != 1)
+        throw FormatError(path + ": metadata 'softprompt' has format " +
+                          (format ? io::detail::brief(*format) : std::string("(none)")) +
+                          " and version " +
+                          (version ? io::detail::brief(*version) : std::string("(none)")) +
+                          "; expected \"softprompt-training-state\" and 1");
     train::TrainingState<float> s;
     try {
-        s.step = meta.at("step").get<std::int64_t>();
-        s.epoch = meta.at("epoch").get<std::int64_t>();
-        s.next_batch = meta.at("next_batch").get<std::int64_t>();
+        // Integers only: nlohmann converts a float with a plain cast (undefined for 1e300).
+        auto integer = [&](const char* key) {
+            const nlohmann::json& v = meta.at(key);
+            if (!v.is_number_integer())
+                throw FormatError(path + ": training-state metadata '" + key + "' is " +
+                                  io::detail::brief(v) + ", expected an integer");
+            return v.get<std::int64_t>();
+        };
+        s.step = integer("step");
+        s.epoch = integer("epoch");
+        s.next_batch = integer("next_batch");
         s.best_eval_loss = meta.at("best_eval_loss").is_string()
                                ? std::numeric_limits<double>::infinity()
                                : meta.at("best_eval_loss").get<double>();
-        s.evals_without_improvement = meta.at("evals_without_improvement").get<std::int64_t>();
+        s.evals_without_improvement = integer("evals_without_improvement");
         s.optimizer.kind = meta.at("optimizer_kind").get<std::string>();
         s.optimizer.scalars = meta.at("optimizer_scalars").get<std::map<std::string, double>>();
         for (const auto& name : meta.at("param_order").get<std::vector<std::string>>()) {

@@ -749,6 +749,9 @@ private:
             return nlohmann::json::parse(text.begin(), text.end());
         } catch (const nlohmann::json::parse_error& e) {
             throw FormatError::at(name, e.byte, std::string("invalid JSON: ") + e.what());
+        } catch (const nlohmann::json::exception& e) {
+            // nlohmann reports a number too large for a double (1e400) as out_of_range.
+            throw FormatError(name + ": invalid JSON: " + e.what());
         }
     }
 
@@ -945,7 +948,10 @@ private:
         v->merges = detail::MergeTable(merges.size());
         std::string joined;
         for (std::size_t r = 0; r < merges.size(); ++r) {
-            const auto& [a, b] = merges[r];
+            // Named references, not a structured binding: clang before 16 cannot capture a
+            // binding in the lambda below.
+            const std::string& a = merges[r].first;
+            const std::string& b = merges[r].second;
             const auto where = [&] {
                 return (merge_where ? merge_where(r)
                                     : v->source + ": merges[" + std::to_string(r) + "]") +

@@ -53,6 +53,9 @@
 // same as SentencePiece's escaping of the text's spaces as long as no piece holds a raw space.
 // Decoding is the same under both rules, except that every control piece (not only BOS/EOS)
 // yields nothing, and the space after BOS is kept when add_dummy_prefix is off.
+//
+// Threads: a loaded tokenizer is immutable; encode and decode are const and keep their scratch per
+// call, so one tokenizer may serve any number of threads at once.
 
 #include <algorithm>
 #include <array>
@@ -359,7 +362,8 @@ private:
         std::unordered_map<std::string_view, std::int32_t> index;  // views into arena
         std::array<char, 256> raw_bytes{};  // raw_bytes[b] == b, backing decoded byte tokens
         std::int32_t space_id = 0;
-        std::size_t max_len = 0;
+        std::size_t max_len = 0;  // as declared (tokenizer.bin's max_token_length) or longer
+        std::size_t longest = 0;  // the longest piece actually stored
         std::string source;
         SpmOptions options;
         std::vector<SpmTokenType> types;
@@ -419,6 +423,7 @@ private:
             v->byte_of.push_back(
                 static_cast<std::int16_t>(byte_piece ? detail::byte_token_value(p) : -1));
             v->max_len = std::max({v->max_len, max_len, p.size()});
+            v->longest = std::max(v->longest, p.size());
         }
         for (int b = 0; b < 256; ++b) {
             const auto id = static_cast<std::size_t>(kFirstByte + b);
@@ -591,7 +596,8 @@ private:
             next[i] = i + 1 < n ? static_cast<std::int32_t>(i + 1) : -1;
         }
         std::string buffer;
-        buffer.reserve(2 * v.max_len);
+        // Not max_len: a header may declare 2^31 - 1 whatever its pieces are.
+        buffer.reserve(2 * v.longest);
         const auto consider = [&](std::int32_t l, std::int32_t r) {
             const auto li = static_cast<std::size_t>(l), ri = static_cast<std::size_t>(r);
             buffer.assign(v.piece(syms[li]));

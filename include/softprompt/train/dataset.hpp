@@ -157,7 +157,7 @@ inline std::vector<Record> read_jsonl(const std::string& path) {
         nlohmann::json j;
         try {
             j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
             throw FormatError(path + " line " + std::to_string(number) + ": not valid JSON (" +
                               e.what() + ")");
         }
