@@ -1,5 +1,9 @@
 #pragma once
 // Umbrella header: everything a user of softprompt needs.
+//
+// Threads, in short (nn/model.hpp says more): share read-only a loaded Model, a tokenizer, a
+// PromptCache and a Dataset; keep per thread a Tape, Sequence, Sampler, Method, Optimizer and
+// Trainer. The library has no global mutable state.
 
 #include "softprompt/autograd/gradcheck.hpp"
 #include "softprompt/autograd/nn_ops.hpp"

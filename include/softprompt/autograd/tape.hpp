@@ -9,6 +9,11 @@
 // gradient buffer can exist for them and no weight-gradient product is ever formed.
 // An op is recorded only when one of its inputs requires a gradient; otherwise it just computes its
 // value. A forward pass with nothing trainable therefore records nothing and is pure inference.
+//
+// Threads: a Tape, its Vars and the Params used on it belong to one thread. Vars share nodes whose
+// bookkeeping (reader counts, value leases) is not atomic, so never hand a Var to another thread:
+// hand over its value, a Mat. There is no global state, so tapes on different threads are
+// independent, also over one shared model.
 
 #include <cmath>
 #include <cstddef>

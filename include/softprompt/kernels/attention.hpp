@@ -84,7 +84,9 @@ void attention_forward(ConstRef<T> q, ConstRef<T> k, ConstRef<T> v, ConstRef<T> 
     out.setZero();
     // (row, head) pairs are independent: each writes its own block of `out` and its own `probs`.
     const Index pairs = spec.batch * spec.n_heads;
-    const bool split = pairs > 1 && pairs * spec.seq * (P + spec.seq) * hd >= kParallelMinFlops;
+    // Read only by the OpenMP pragma: unused when built without OpenMP.
+    [[maybe_unused]] const bool split =
+        pairs > 1 && pairs * spec.seq * (P + spec.seq) * hd >= kParallelMinFlops;
 #pragma omp parallel for schedule(dynamic) if (split)
     for (Index pair = 0; pair < pairs; ++pair) {
         const Index b = pair / spec.n_heads, h = pair % spec.n_heads;
@@ -126,7 +128,7 @@ void attention_backward(ConstRef<T> q, ConstRef<T> k, ConstRef<T> v, ConstRef<T>
     const bool need_scores = dq.size() != 0 || dk.size() != 0 || dprefix_k.size() != 0;
     // One task per key/value head: the heads of its group are the only writers of its columns of
     // dk, dv and the prefix gradients (which sum over batch rows), so the tasks never collide.
-    const bool split =
+    [[maybe_unused]] const bool split =
         spec.n_kv_heads > 1 &&
         spec.batch * spec.n_heads * spec.seq * (P + spec.seq) * hd >= kParallelMinFlops;
 #pragma omp parallel for schedule(dynamic) if (split)
@@ -186,7 +188,8 @@ void attention_cached(ConstRef<T> q, ConstRef<T> keys, ConstRef<T> values, Const
     const T scale = T(1) / std::sqrt(T(hd));
     // Heads are independent; a prefill's heads are worth a thread each, a decode step's one query
     // row is not worth waking them.
-    const bool split = spec.n_heads > 1 && spec.n_heads * n * (P + total) * hd >= kParallelMinFlops;
+    [[maybe_unused]] const bool split =
+        spec.n_heads > 1 && spec.n_heads * n * (P + total) * hd >= kParallelMinFlops;
 #pragma omp parallel for schedule(dynamic) if (split)
     for (Index h = 0; h < spec.n_heads; ++h) {
         const Index kh = h / spec.group();

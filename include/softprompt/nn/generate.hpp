@@ -3,6 +3,10 @@
 // batched generation in which every request may use its own adapter's prompt cache (or none).
 // Sampling is reproducible across platforms: uniform draws come from std::mt19937_64's specified
 // output, not from an implementation-defined distribution.
+//
+// Threads: generate() keeps its state (sequences, samplers) local, so several threads may call it
+// at once on one shared model and the same adapters' prompt caches. A Sampler holds its
+// generator's state: one per thread, and one per request for reproducible draws.
 
 #include <algorithm>
 #include <chrono>

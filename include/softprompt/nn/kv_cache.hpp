@@ -9,6 +9,11 @@
 // one `advance` may use different adapters (or none): projections and feed-forwards run on all
 // their new rows together, attention per sequence over its own cache and prefix.
 //   new rows: [N, d] (N = Σ new tokens)   cache keys/values per layer: [capacity, Hkv*hd]
+//
+// Threads: a PromptCache, once built, is only read; any number of sequences on any threads may
+// use it (it must outlive them). A Sequence belongs to one thread: `advance` writes the cache of
+// every sequence it is given, so a sequence must never be in two calls at once. The model is only
+// read (see nn/model.hpp).
 
 #include <cstdint>
 #include <span>

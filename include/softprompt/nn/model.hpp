@@ -2,6 +2,16 @@
 // A frozen model: its configuration, read-only views of its weights, and whatever keeps the viewed
 // memory alive (a mapped file or an owned buffer). Architectures (`Gpt2`, `Llama`) define the
 // weight layout and the stages of a block; the forward passes are written once over them.
+//
+// Threads. A loaded Model is immutable: any number of threads may use one `const Model&` at once
+// (generate, advance, cache_prompt, forward and backward on each thread's own tape, Lora::merge,
+// the init_* functions). Its weights are only read (a PROT_READ mapping or a buffer nothing
+// writes), nothing caches or keeps scratch in it or in a static, and copies share `storage` through
+// an atomic reference count. What a computation writes belongs to one thread at a time: Tape, Var,
+// Param, Method, Optimizer, Trainer, Sequence (a KV cache), Sampler. Values built once and then
+// only read (a PromptCache, a tokenizer, a Dataset) may be shared. Do not rebind or modify a
+// model's weights while other threads use it. tests/concurrency_test.cpp checks all of this,
+// bit for bit against a serial run, under ThreadSanitizer.
 
 #include <memory>
 

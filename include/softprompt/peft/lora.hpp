@@ -5,6 +5,9 @@
 // the base model exactly. GPT-2 has a fused QKV projection (c_attn) and an output projection
 // (c_proj); LLaMA has q/k/v/o_proj. `merge` adds the updates into a copy of the weights, giving a
 // plain model that serves at the base model's speed.
+//
+// Threads: one thread per method (see peft/method.hpp). merge() only reads the method and the base
+// model: the merged copy may then be shared like any loaded model.
 
 #include <cmath>
 #include <cstdint>

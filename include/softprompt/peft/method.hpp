@@ -1,6 +1,12 @@
 #pragma once
 // The common face of every parameter-efficient method: its trainable Params, what it feeds the
 // frozen model's forward pass, and PEFT's parameter summary.
+//
+// Threads: a Method belongs to one thread, even for calls that look read-only. input() hands its
+// Params to a tape whose backward writes their gradients, and the exports (PTuning::virtual_tokens,
+// PrefixTuning::fold) switch the Params' trainable flags while they run (EvaluationOnly). To serve
+// a method from several threads, export its plain value once (embeddings or a prefix matrix, then
+// a PromptCache; or Lora::merge's model) and share that.
 
 #include <cstdint>
 #include <cstdio>

@@ -6,6 +6,9 @@
 //         Linear(2h, 2h) → ReLU → Linear(2h, d)
 // PEFT files store the encoder's output (the virtual-token embeddings), like prompt tuning.
 // LSTM gate order is PyTorch's (input, forget, cell, output), with both bias vectors.
+//
+// Threads: one thread per method, virtual_tokens() included (see peft/method.hpp); share the
+// PromptCache of its output.
 
 #include <cmath>
 #include <cstdint>

@@ -9,6 +9,9 @@
 // by the same ops as training uses, so the exported prefix equals the one the model was trained
 // with.
 //   E: embedding   W1, b1: first linear   W2, b2: second linear
+//
+// Threads: one thread per method, fold() included (see peft/method.hpp); share the folded prefix's
+// PromptCache.
 
 #include <cmath>
 #include <cstdint>

@@ -4,6 +4,8 @@
 // the whole vocabulary or its first K ids — BPE and SentencePiece vocabularies order ids roughly by
 // frequency, so the first K are the most frequent), the embeddings of a text tiled or cut to P
 // tokens, and the embeddings of class-label words (the rest sampled from the vocabulary).
+//
+// Threads: one thread per method (see peft/method.hpp); share its embeddings' PromptCache.
 
 #include <cstdint>
 #include <string>
