@@ -2,9 +2,17 @@
 # Install the Debian/Ubuntu packages that building and testing softprompt needs, and only those
 # that are missing. Safe to run again: with everything present it changes nothing and needs no
 # network. Runs apt-get through sudo when not root.
+#   sh cmake/deps.sh        what the dev, release and tsan presets need
+#   sh cmake/deps.sh fuzz   and clang with its libFuzzer runtime, for the fuzz preset
 set -eu
 
 packages="g++ cmake ccache libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libopenblas-dev"
+for extra in "$@"; do
+    case "$extra" in
+        fuzz) packages="$packages clang libclang-rt-dev" ;;
+        *) echo "deps.sh: unknown package group '$extra' (known: fuzz)" >&2; exit 2 ;;
+    esac
+done
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "deps.sh: not a Debian-based system; install these (or your system's equivalents) yourself:" >&2

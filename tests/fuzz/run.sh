@@ -20,6 +20,8 @@ fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/softprompt-fuzz.XXXXXX")
 failed=""
+passed=0
+failures=0
 for bin in $targets; do
     name=$(basename "$bin" _fuzz)
     # A copy of the seeds: what the run adds never touches the committed corpus.
@@ -39,7 +41,9 @@ for bin in $targets; do
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
     if [ "$status" -eq 0 ]; then
         echo "ok     $name: ${runs:-?} runs, ${cov:-cov: ?}, corpus $(ls "$scratch/$name" | wc -l) files"
+        passed=$((passed + 1))
     else
+        failures=$((failures + 1))
         echo "FAILED $name (exit $status): see $log"
         grep -E 'ERROR|SUMMARY|terminate|what\(\)|Test unit written' "$log" | head -n 8
         failed="$failed $name"
@@ -48,7 +52,9 @@ done
 
 if [ -n "$failed" ]; then
     echo "run.sh: crashes in:$failed (logs and inputs in $scratch)" >&2
+    echo "fuzz: $passed passed, $failures failed"
     exit 1
 fi
 rm -rf "$scratch"
 echo "run.sh: every target ran ${seconds}s without a crash"
+echo "fuzz: $passed passed, $failures failed"
