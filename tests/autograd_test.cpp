@@ -119,6 +119,25 @@ TEST(Gradcheck, Norms) {
         {&x}, [&](Tape<D>& t) { return probe(t, rms_norm(t, t.param(x), frozen(gamma), 1e-5)); });
 }
 
+TEST(Gradcheck, HeadRmsNormNormalisesEachHeadOnItsOwn) {
+    Param<D> x("x", random_matrix(3, 12, 82, 1.5));  // 3 heads of 4 per row
+    const Mat<D> gamma = random_matrix(1, 4, 83);
+    expect_gradients_match({&x}, [&](Tape<D>& t) {
+        return probe(t, head_rms_norm(t, t.param(x), frozen(gamma), 1e-6));
+    });
+    // Forward: each [4] block is rms_norm of that block alone.
+    Tape<D> t;
+    const Mat<D> y = head_rms_norm(t, t.constant(x.value()), frozen(gamma), 1e-6).value();
+    for (Index h = 0; h < 3; ++h) {
+        Tape<D> u;
+        const Mat<D> block = x.value().middleCols(h * 4, 4);
+        const Mat<D> want = rms_norm(u, u.constant(block), frozen(gamma), 1e-6).value();
+        EXPECT_LE((y.middleCols(h * 4, 4) - want).cwiseAbs().maxCoeff(), 1e-15);
+    }
+    Tape<D> bad;
+    EXPECT_THROW(head_rms_norm(bad, bad.constant(Mat<D>(2, 10)), frozen(gamma), 1e-6), ShapeError);
+}
+
 TEST(Gradcheck, Softmax) {
     Param<D> x("x", random_matrix(3, 7, 17, 2.0));
     expect_gradients_match({&x}, [&](Tape<D>& t) { return probe(t, softmax(t, t.param(x))); });
@@ -134,6 +153,40 @@ TEST(Gradcheck, GatherConcatSlice) {
         Var<D> rows = slice_rows(t, joined, 1, 4);
         return probe(t, slice_cols(t, rows, 1, 2));
     });
+}
+
+TEST(Gradcheck, RopeWithLinearAndLlama3Scaling) {
+    Param<D> x("x", random_matrix(6, 16, 84));  // 2 heads of 8: four frequencies per head
+    const std::vector<std::int32_t> positions = batch_positions(2, 3, /*offset=*/40);
+    using Kind = kernels::RopeScaling::Kind;
+    for (const kernels::RopeScaling scaling :
+         {kernels::RopeScaling{.kind = Kind::kLinear, .factor = 4.0},
+          kernels::RopeScaling{.kind = Kind::kLlama3,
+                               .factor = 8.0,
+                               .low_freq_factor = 1.0,
+                               .high_freq_factor = 4.0,
+                               .original_max_positions = 256}}) {
+        const RopeSpec spec{.head_dim = 8,
+                            .rotary_dim = 0,
+                            .theta = 707.0,
+                            .layout = RopeLayout::kHalfSplit,
+                            .scaling = scaling};
+        expect_gradients_match(
+            {&x}, [&](Tape<D>& t) { return probe(t, rope(t, t.param(x), spec, positions)); });
+    }
+    // Linear scaling by f is position p / f exactly.
+    const RopeSpec linear{.head_dim = 8,
+                          .rotary_dim = 0,
+                          .theta = 707.0,
+                          .layout = RopeLayout::kHalfSplit,
+                          .scaling = {.kind = Kind::kLinear, .factor = 4.0}};
+    RopeSpec plain = linear;
+    plain.scaling = {};
+    Mat<D> c1, s1, c2, s2;
+    kernels::rope_tables<D>(std::vector<std::int32_t>{8, 12}, linear, c1, s1);
+    kernels::rope_tables<D>(std::vector<std::int32_t>{2, 3}, plain, c2, s2);
+    EXPECT_LE((c1 - c2).cwiseAbs().maxCoeff(), 1e-15);
+    EXPECT_LE((s1 - s2).cwiseAbs().maxCoeff(), 1e-15);
 }
 
 TEST(Gradcheck, RopeBothLayoutsWithOffsetAndPartialRotary) {

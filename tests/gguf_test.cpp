@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "golden_model.hpp"
 #include "stories_golden.hpp"
 #include "test_paths.hpp"
 
@@ -885,6 +886,67 @@ TEST(GgufLlama, TinyModelInF32F16AndQ8_0) {
         check_tiny_weights(md, expected);
         EXPECT_LT(double((logits_of(md, ids).cast<float>() - logits).cwiseAbs().maxCoeff()), 1e-4);
     }
+}
+
+// A GGUF twin of a golden model of the Qwen families: every tensor of nn::Llama's weight table
+// under its GGUF name (F32, ggml dims reversed), the metadata llama.cpp's converter writes for that
+// architecture. Qwen GGUFs keep Hugging Face's half-split RoPE (llama.cpp's NEOX rotation), so no
+// row is permuted.
+std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::string& arch) {
+    const nn::Config& c = g.config;
+    Builder b;
+    const std::string p = arch + ".";
+    b.add("general.architecture", V::str(arch))
+        .add(p + "context_length", V::u32(std::uint32_t(c.max_seq_len)))
+        .add(p + "embedding_length", V::u32(std::uint32_t(c.dim)))
+        .add(p + "feed_forward_length", V::u32(std::uint32_t(c.hidden_dim)))
+        .add(p + "block_count", V::u32(std::uint32_t(c.n_layers)))
+        .add(p + "attention.head_count", V::u32(std::uint32_t(c.n_heads)))
+        .add(p + "attention.head_count_kv", V::u32(std::uint32_t(c.n_kv_heads)))
+        .add(p + "attention.layer_norm_rms_epsilon", V::f32(float(c.norm_eps)))
+        .add(p + "rope.freq_base", V::f32(float(c.rope_theta)))
+        .add(p + "rope.dimension_count", V::u32(std::uint32_t(c.head_dim())))
+        .add(p + "attention.key_length", V::u32(std::uint32_t(c.head_dim())))
+        .add(p + "attention.value_length", V::u32(std::uint32_t(c.head_dim())));
+    const auto model = g.model<nn::Llama>();
+    nn::Llama::for_each_weight(model.weights, c, [&](const nn::WeightSpec& spec,
+                                                     const Weight<float>& w) {
+        std::vector<float> v(w.data, w.data + w.rows * w.cols);
+        std::vector<std::uint64_t> ne = {std::uint64_t(w.cols)};
+        if (!spec.vector) ne.push_back(std::uint64_t(w.rows));
+        b.tensor({.name = spec.gguf, .ne = ne, .type = 0, .data = f32_bytes(v)});
+    });
+    return b.build();
+}
+
+TEST(GgufLlama, QwenTwinsGiveTheLogitsOfTheirSafetensorsModels) {
+    for (const auto& [file, arch] : {std::pair{"golden_qwen2.json", "qwen2"},
+                                     std::pair{"golden_qwen3.json", "qwen3"}}) {
+        SCOPED_TRACE(file);
+        const softprompt::testing::Golden<float> g(file);
+        // float rounds rope_theta and the epsilon as GGUF's f32 metadata does.
+        const TempFile tmp(gguf_twin(g, arch), "twin.gguf");
+        const auto twin = io::load_gguf_llama<float>(tmp.path.string());
+        EXPECT_EQ(twin.config.rope_layout, kernels::RopeLayout::kHalfSplit);
+        EXPECT_EQ(twin.config.qkv_bias, g.config.qkv_bias);
+        EXPECT_EQ(twin.config.qk_norm, g.config.qk_norm);
+        EXPECT_EQ(twin.config.head_dim(), g.config.head_dim());
+        EXPECT_EQ(twin.config.tied_head, g.config.tied_head);
+        const Ids ids(g.batch.ids.begin(), g.batch.ids.begin() + g.batch.length(0));
+        auto model = g.model<nn::Llama>();
+        model.config.rope_theta = double(float(model.config.rope_theta));
+        model.config.norm_eps = double(float(model.config.norm_eps));
+        EXPECT_TRUE(logits_of(twin, ids) == logits_of(model, ids)) << "F32 twins are exact";
+        // And against the float64 reference of the family.
+        const Mat<float> want = g.expected("base", "logits").topRows(g.batch.length(0));
+        EXPECT_LE((logits_of(twin, ids) - want).cwiseAbs().maxCoeff(), 1e-4);
+    }
+    // A Qwen3 file without its q/k norms names the first missing one.
+    const softprompt::testing::Golden<float> g("golden_qwen2.json");
+    const std::string as_qwen3 = gguf_twin(g, "qwen3");
+    const TempFile tmp(as_qwen3, "wrong.gguf");
+    expect_format_error([&] { io::load_gguf_llama<float>(tmp.path.string()); },
+                        {"missing tensor 'blk.0.attn_q_norm.weight'"});
 }
 
 TEST(GgufLlama, TiedHeadAlignmentOneAndCallerOwnedBytes) {

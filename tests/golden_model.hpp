@@ -1,7 +1,8 @@
 #pragma once
-// The tiny GPT-2 and LLaMA models of the PyTorch golden files (tests/data/golden_*.json, made by
-// tests/reference/make_golden.py): configuration, weights bound by Hugging Face names, the batch,
-// and the expected outputs of each case (base, prompt, prefix).
+// The tiny models of the PyTorch golden files (tests/data/golden_*.json, made by
+// tests/reference/make_golden.py): GPT-2, LLaMA, and the newer families (Llama 3, Qwen2, Qwen3,
+// Mistral) whose configuration comes from the config.json in the file; weights bound by Hugging
+// Face names, the batch, and the expected outputs of each case (base, prompt, prefix).
 
 #include <gtest/gtest.h>
 
@@ -34,6 +35,7 @@ Mat<T> tensor_of(const nlohmann::json& t) {
 template <class T>
 struct Golden {
     nlohmann::json json;
+    std::string family;  // "gpt2", "llama", or the config.json's model_type
     std::map<std::string, Mat<T>> tensors;
     Config config;
     TokenBatch batch;
@@ -42,7 +44,27 @@ struct Golden {
         std::ifstream in(test_data_dir() / name);
         if (!in) throw std::runtime_error("missing golden file " + name);
         json = nlohmann::json::parse(in);
-        const auto& c = json.at("config");
+        // The newer families carry the config.json transformers would read: parse that, so the
+        // tests hold the config reader to the same reference.
+        if (json.contains("hf_config")) {
+            const io::HfConfig hf = io::parse_hf_config(json.at("hf_config"), name);
+            family = hf.model_type;
+            config = hf.config;
+        } else {
+            read_config(json.at("config"));
+        }
+        for (const auto& [key, value] : json.at("tensors").items())
+            tensors[key] = tensor_of<T>(value);
+        const auto& b = json.at("batch");
+        batch.batch = b.at("batch");
+        batch.seq = b.at("seq");
+        batch.ids = b.at("ids").get<std::vector<std::int32_t>>();
+        batch.lengths = b.at("lengths").get<std::vector<std::int32_t>>();
+        batch.targets = b.at("targets").get<std::vector<std::int32_t>>();
+    }
+
+    void read_config(const nlohmann::json& c) {
+        family = json.at("family");
         config.dim = c.at("dim");
         config.hidden_dim = c.at("hidden_dim");
         config.n_layers = c.at("n_layers");
@@ -56,14 +78,6 @@ struct Golden {
         config.rope_layout = c.at("rope_layout") == "half_split"
                                  ? kernels::RopeLayout::kHalfSplit
                                  : kernels::RopeLayout::kInterleaved;
-        for (const auto& [key, value] : json.at("tensors").items())
-            tensors[key] = tensor_of<T>(value);
-        const auto& b = json.at("batch");
-        batch.batch = b.at("batch");
-        batch.seq = b.at("seq");
-        batch.ids = b.at("ids").get<std::vector<std::int32_t>>();
-        batch.lengths = b.at("lengths").get<std::vector<std::int32_t>>();
-        batch.targets = b.at("targets").get<std::vector<std::int32_t>>();
     }
 
     template <class Arch>

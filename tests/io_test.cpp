@@ -806,11 +806,46 @@ TEST(HfConfig, LlamaDefaultsAndRefusals) {
     EXPECT_EQ(parse_hf_config(with("rope_theta", 500000.0), "c").config.rope_theta, 500000.0);
     EXPECT_TRUE(parse_hf_config(with("tie_word_embeddings", true), "c").config.tied_head);
     EXPECT_NO_THROW(parse_hf_config(with("rope_scaling", nullptr), "c"));
-    EXPECT_NO_THROW(parse_hf_config(with("head_dim", 8), "c"));
-    refused(with("rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), "rope_scaling");
+    EXPECT_EQ(parse_hf_config(with("head_dim", 8), "c").config.explicit_head_dim, 0);
+    {
+        // A head width of its own (Qwen3 style): q is 8 x 16 wide, wider than hidden_size.
+        const nn::Config c = parse_hf_config(with("head_dim", 16), "c").config;
+        EXPECT_EQ(c.explicit_head_dim, 16);
+        EXPECT_EQ(c.head_dim(), 16);
+        EXPECT_EQ(c.q_dim(), 128);
+    }
+    {
+        const nn::Config c =
+            parse_hf_config(with("rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), "c").config;
+        EXPECT_EQ(c.rope_scaling.kind, kernels::RopeScaling::Kind::kLinear);
+        EXPECT_EQ(c.rope_scaling.factor, 2.0);
+        const nlohmann::json llama3 = {{"rope_type", "llama3"},
+                                       {"factor", 32.0},
+                                       {"low_freq_factor", 1.0},
+                                       {"high_freq_factor", 4.0},
+                                       {"original_max_position_embeddings", 8192}};
+        const nn::Config d = parse_hf_config(with("rope_scaling", llama3), "c").config;
+        EXPECT_EQ(d.rope_scaling.kind, kernels::RopeScaling::Kind::kLlama3);
+        EXPECT_EQ(d.rope_scaling.factor, 32.0);
+        EXPECT_EQ(d.rope_scaling.original_max_positions, 8192.0);
+        EXPECT_EQ(parse_hf_config(with("rope_scaling", {{"rope_type", "default"}}), "c")
+                      .config.rope_scaling.kind,
+                  kernels::RopeScaling::Kind::kNone);
+        nlohmann::json no_low = llama3;
+        no_low.erase("low_freq_factor");
+        refused(with("rope_scaling", no_low), "missing required key \"low_freq_factor\"");
+        nlohmann::json inverted = llama3;
+        inverted["high_freq_factor"] = 0.5;
+        refused(with("rope_scaling", inverted), "low_freq_factor < high_freq_factor");
+    }
+    refused(with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}), "rope_type \"yarn\"");
+    refused(with("rope_scaling", {{"type", "dynamic"}, {"factor", 4.0}}), "rope_type \"dynamic\"");
+    refused(with("rope_scaling", 2.0), "rope_scaling is 2.0");
     refused(with("hidden_act", "gelu"), "hidden_act \"gelu\"");
-    refused(with("head_dim", 16), "head_dim 16");
+    refused(with("head_dim", 0), "\"head_dim\" is 0");
     refused(with("attention_bias", true), "attention_bias");
+    refused(with("mlp_bias", true), "mlp_bias");
+    refused(with("model_type", "qwen3_moe"), "model_type \"qwen3_moe\"");
     refused(with("model_type", "bert"), "model_type \"bert\"");
     refused(with("hidden_size", drop), "missing required key \"hidden_size\"");
     refused(with("rms_norm_eps", drop), "missing required key \"rms_norm_eps\"");
@@ -824,9 +859,22 @@ TEST(HfConfig, LlamaDefaultsAndRefusals) {
     nlohmann::json mistral = with("model_type", "mistral");
     mistral["max_position_embeddings"] = 32768;
     mistral["sliding_window"] = 4096;
-    EXPECT_EQ(parse_hf_config(mistral, "c").config.max_seq_len, 4096);
-    mistral["sliding_window"] = nullptr;
+    EXPECT_EQ(parse_hf_config(mistral, "c").config.sliding_window, 4096);
     EXPECT_EQ(parse_hf_config(mistral, "c").config.max_seq_len, 32768);
+    mistral["sliding_window"] = nullptr;
+    EXPECT_EQ(parse_hf_config(mistral, "c").config.sliding_window, 0);
+
+    // Qwen: q/k/v biases (qwen2), q/k norms (qwen3); a window only with use_sliding_window.
+    nlohmann::json qwen = with("model_type", "qwen2");
+    qwen["sliding_window"] = 4096;
+    EXPECT_TRUE(parse_hf_config(qwen, "c").config.qkv_bias);
+    EXPECT_FALSE(parse_hf_config(qwen, "c").config.qk_norm);
+    EXPECT_EQ(parse_hf_config(qwen, "c").config.sliding_window, 0);
+    qwen["use_sliding_window"] = true;
+    EXPECT_EQ(parse_hf_config(qwen, "c").config.sliding_window, 4096);
+    qwen["model_type"] = "qwen3";
+    EXPECT_TRUE(parse_hf_config(qwen, "c").config.qk_norm);
+    EXPECT_FALSE(parse_hf_config(qwen, "c").config.qkv_bias);
 
     const nlohmann::json gpt2 = {{"model_type", "gpt2"}, {"n_embd", 16},
                                  {"n_layer", 2},         {"n_head", 4},
@@ -852,7 +900,9 @@ TEST(HfConfig, LlamaDefaultsAndRefusals) {
 }
 
 TEST(HfConfig, WrittenConfigReadsBackTheSame) {
-    for (const char* file : {"golden_gpt2.json", "golden_llama_gqa.json"}) {
+    for (const char* file : {"golden_gpt2.json", "golden_llama_gqa.json", "golden_llama3.json",
+                             "golden_qwen2.json", "golden_qwen3.json", "golden_mistral.json"}) {
+        SCOPED_TRACE(file);
         const GoldenModel g(file);
         const HfFamily family = g.json.at("family") == "gpt2" ? HfFamily::kGpt2 : HfFamily::kLlama;
         const nn::Config c = parse_hf_config(hf_config_json(family, g.config), "c").config;
@@ -867,7 +917,22 @@ TEST(HfConfig, WrittenConfigReadsBackTheSame) {
         EXPECT_EQ(c.tied_head, g.config.tied_head);
         if (family == HfFamily::kLlama) {
             EXPECT_EQ(c.rope_theta, g.config.rope_theta);
+            EXPECT_EQ(c.head_dim(), g.config.head_dim());
+            EXPECT_EQ(c.explicit_head_dim, g.config.explicit_head_dim);
+            EXPECT_TRUE(c.rope_scaling == g.config.rope_scaling);
+            EXPECT_EQ(c.qkv_bias, g.config.qkv_bias);
+            EXPECT_EQ(c.qk_norm, g.config.qk_norm);
+            EXPECT_EQ(c.sliding_window, g.config.sliding_window);
         }
+    }
+    // The golden files' config.json is transformers'; ours names the same model_type.
+    for (const char* file : {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json",
+                             "golden_mistral.json"}) {
+        const GoldenModel g(file);
+        const nlohmann::json& theirs = g.json.at("hf_config");
+        const nlohmann::json ours = hf_config_json(HfFamily::kLlama, g.config);
+        EXPECT_EQ(ours.at("model_type"), theirs.at("model_type")) << file;
+        EXPECT_EQ(ours.at("architectures"), theirs.at("architectures")) << file;
     }
 }
 
@@ -965,6 +1030,28 @@ void check_round_trip(const std::string& golden_file) {
 TEST(HfCheckpoint, GoldenGpt2RoundTripsBitForBit) { check_round_trip<Gpt2>("golden_gpt2.json"); }
 TEST(HfCheckpoint, GoldenLlamaGqaUntiedRoundTripsBitForBit) {
     check_round_trip<Llama>("golden_llama_gqa.json");
+}
+TEST(HfCheckpoint, NewerFamiliesRoundTripBitForBit) {
+    for (const char* file : {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json",
+                             "golden_mistral.json"})
+        check_round_trip<Llama>(file);
+}
+
+// A BF16 checkpoint of each family against the float64 reference: the weights are rounded to 8
+// bits of mantissa, so the logits move; the bound is 2e-2.
+TEST(HfCheckpoint, Bf16CheckpointsOfEachFamilyStayNearTheReference) {
+    for (const char* file : {"golden_llama_gqa.json", "golden_llama3.json", "golden_qwen2.json",
+                             "golden_qwen3.json", "golden_mistral.json"}) {
+        SCOPED_TRACE(file);
+        const GoldenModel g(file);
+        TempDir dir;
+        save_hf(dir.path().string(), g.model<Llama>(), Dtype::kBF16);
+        const auto bf16 = load_hf<Llama>(dir.path().string());
+        const Mat<float> reference = g.expected("base", "logits").cast<float>();
+        const double err = (logits_of(bf16, g.batch) - reference).cwiseAbs().maxCoeff();
+        RecordProperty(std::string("bf16_max_abs_") + file, std::to_string(err));
+        EXPECT_LE(err, 2e-2) << "max |BF16 logits - float64 reference|";
+    }
 }
 
 TEST(HfCheckpoint, InterleavedRopeModelsAreSavedInHalfSplitLayout) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -95,6 +96,85 @@ void check_golden_all(const std::string& file) {
 TEST(Golden, Gpt2LogitsLossAndSoftPromptGradients) { check_golden_all<Gpt2>("golden_gpt2.json"); }
 TEST(Golden, LlamaGqaHalfSplitUntied) { check_golden_all<Llama>("golden_llama_gqa.json"); }
 TEST(Golden, LlamaInterleavedTied) { check_golden_all<Llama>("golden_llama_interleaved.json"); }
+
+// The newer families of the LLaMA traits, each configured from the config.json in its golden file
+// and checked against the float64 reference of its Hugging Face modelling code.
+TEST(Golden, Llama3RopeScaling) { check_golden_all<Llama>("golden_llama3.json"); }
+TEST(Golden, Qwen2QkvBiases) { check_golden_all<Llama>("golden_qwen2.json"); }
+TEST(Golden, Qwen3QkNormsAndItsOwnHeadWidth) { check_golden_all<Llama>("golden_qwen3.json"); }
+TEST(Golden, MistralWithinItsSlidingWindow) { check_golden_all<Llama>("golden_mistral.json"); }
+
+TEST(Families, EachConfigJsonSelectsItsVariant) {
+    const Golden<double> llama3("golden_llama3.json"), qwen2("golden_qwen2.json"),
+        qwen3("golden_qwen3.json"), mistral("golden_mistral.json");
+    EXPECT_EQ(llama3.config.rope_scaling.kind, kernels::RopeScaling::Kind::kLlama3);
+    EXPECT_EQ(llama3.config.rope_scaling.factor, 8.0);
+    EXPECT_TRUE(qwen2.config.qkv_bias);
+    EXPECT_FALSE(qwen2.config.qk_norm);
+    EXPECT_TRUE(qwen3.config.qk_norm);
+    EXPECT_EQ(qwen3.config.head_dim(), 8);
+    EXPECT_EQ(qwen3.config.q_dim(), 32);  // wider than hidden_size 16
+    EXPECT_EQ(mistral.config.sliding_window, 16);
+    // Switching a variant off changes the result: the golden test would see a missing piece.
+    for (const Golden<double>* g : {&llama3, &qwen2, &qwen3}) {
+        const auto model = g->model<Llama>();
+        auto plain = model;
+        plain.config.rope_scaling = {};
+        plain.config.qkv_bias = false;
+        if (plain.config.qk_norm) {
+            plain.config.qk_norm = false;
+            for (auto& l : plain.weights.layers) l.q_norm = l.k_norm = {};
+        }
+        for (auto& l : plain.weights.layers) l.bq = l.bk = l.bv = {};
+        Tape<double> a, b;
+        const Mat<double> with =
+            forward(a, model, g->batch, {}, LogitsRequest::kRealPositions).logits.value();
+        const Mat<double> without =
+            forward(b, plain, g->batch, {}, LogitsRequest::kRealPositions).logits.value();
+        EXPECT_GT(max_abs(with, without), 1e-3) << g->family;
+    }
+}
+
+TEST(Families, SequencesBeyondTheSlidingWindowAreRefused) {
+    const Golden<float> g("golden_mistral.json");
+    const auto model = g.model<Llama>();
+    auto batch_of = [](Index seq) {
+        return TokenBatch{.batch = 1,
+                          .seq = seq,
+                          .ids = std::vector<std::int32_t>(std::size_t(seq), 3),
+                          .lengths = {},
+                          .targets = {}};
+    };
+    Tape<float> ok;
+    EXPECT_NO_THROW(forward(ok, model, batch_of(16), {}, LogitsRequest::kRealPositions));
+    auto refused = [&](const std::function<void()>& f) {
+        try {
+            f();
+            ADD_FAILURE() << "no error";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("sliding_window of 16"), std::string::npos)
+                << e.what();
+        }
+    };
+    refused([&] {
+        Tape<float> t;
+        forward(t, model, batch_of(17), {}, LogitsRequest::kRealPositions);
+    });
+    // Virtual tokens count: 3 + 14 positions fit, 3 + 14 + 1 do not.
+    const Mat<float> prompt = g.expected("prompt", "prompt");
+    refused([&] {
+        Tape<float> t;
+        AdapterInput<float> soft;
+        soft.prompt = t.constant(prompt);
+        forward(t, model, batch_of(14), soft, LogitsRequest::kRealPositions);
+    });
+    // Decoding stops at the window too.
+    Sequence<float> seq;
+    Sequence<float>* one[] = {&seq};
+    advance(model, std::span<Sequence<float>* const>(one),
+            {std::vector<std::int32_t>(16, 5)});
+    refused([&] { advance(model, std::span<Sequence<float>* const>(one), {{5}}); });
+}
 
 // ------------------------------------------------------------------------------------------------
 // Soft-prompt semantics on the golden models.
@@ -234,6 +314,9 @@ void check_cache_matches_recompute(const std::string& file) {
 TEST(KvCache, IncrementalDecodingEqualsFullRecomputationWithAndWithoutAdapters) {
     check_cache_matches_recompute<Gpt2>("golden_gpt2.json");
     check_cache_matches_recompute<Llama>("golden_llama_gqa.json");
+    for (const char* file : {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json",
+                             "golden_mistral.json"})
+        check_cache_matches_recompute<Llama>(file);
 }
 
 TEST(Generate, MixedAdapterBatchGivesEachRowWhatItGetsAlone) {

@@ -172,7 +172,8 @@ struct Net {
         const RopeSpec rope_spec{.head_dim = c.head_dim(),
                                  .rotary_dim = 0,
                                  .theta = c.rope_theta,
-                                 .layout = c.rope_layout};
+                                 .layout = c.rope_layout,
+                                 .scaling = c.rope_scaling};
         const AttentionSpec spec{.batch = b.batch,
                                  .seq = b.seq,
                                  .n_heads = c.n_heads,

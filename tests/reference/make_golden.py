@@ -14,6 +14,13 @@
 #   tests/data/golden_gpt2.json              GPT-2 (LayerNorm, gelu_new, learned positions, tied head)
 #   tests/data/golden_llama_gqa.json         LLaMA, GQA 4/2, RoPE half-split (HF), untied head
 #   tests/data/golden_llama_interleaved.json LLaMA, MQA 4/1, RoPE interleaved pairs (GGUF), tied head
+#   tests/data/golden_llama3.json            Llama 3.x: rope_scaling "llama3" (all three frequency
+#                                            bands hit), MQA 2/1, head_dim 8, tied head
+#   tests/data/golden_qwen2.json             Qwen2: biases on q/k/v, GQA 4/2, tied head
+#   tests/data/golden_qwen3.json             Qwen3: RMSNorm of each q/k head before RoPE, head_dim 8
+#                                            with hidden 16 and 4 heads (q width 32), GQA 4/2, untied
+#   tests/data/golden_mistral.json           Mistral: plain LLaMA maths with a sliding window (16)
+#                                            longer than every sequence here, GQA 4/2, untied
 #
 # Regenerate, from the repository root, with Debian's PyTorch (python3-torch):
 #   /usr/bin/python3 tests/reference/make_golden.py
@@ -24,10 +31,12 @@
 # concatenated per layer) to 1e-12, (2) prompt and prefix with P = 0 reproduce the base case, and
 # (3) the prompt and prefix gradients pass torch.autograd.gradcheck and a central finite difference.
 #
-# JSON schema (same for all three files; T = {"shape": [...], "data": [row-major flat list]}):
+# JSON schema (same for all files; T = {"shape": [...], "data": [row-major flat list]}):
 #   family  "gpt2" | "llama"
 #   config  dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, max_seq_len, norm_eps,
-#           rope_theta, tied_head, rope_layout ("half_split" | "interleaved" | "none")
+#           rope_theta, tied_head, rope_layout ("half_split" | "interleaved" | "none"), and for
+#           the newer families head_dim, qkv_bias, qk_norm, rope_scaling, sliding_window
+#   hf_config (newer families only) the config.json transformers would read for this model
 #   tensors Hugging Face names -> T (GPT-2 Conv1D weights [in, out]; LLaMA Linear weights [out, in])
 #   batch   batch B, seq S, ids [B*S] (right-padded with 0), lengths [B], targets [B*S] (already
 #           shifted: the token position s must predict; -100 = ignored)
@@ -77,7 +86,7 @@ def make_config(family, n_kv_heads, hidden_dim, tied, layout):
 
 
 def head_dim(cfg):
-    return cfg["dim"] // cfg["n_heads"]
+    return cfg.get("head_dim") or cfg["dim"] // cfg["n_heads"]
 
 
 def kv_dim(cfg):
@@ -130,6 +139,13 @@ def init_llama(cfg, r):
         W[p + "self_attn.q_proj.weight"] = r.normal([H * hd, d], 0.2)
         W[p + "self_attn.k_proj.weight"] = r.normal([Hkv * hd, d], 0.2)
         W[p + "self_attn.v_proj.weight"] = r.normal([Hkv * hd, d], 0.2)
+        if cfg.get("qkv_bias"):
+            W[p + "self_attn.q_proj.bias"] = r.normal([H * hd], 0.3)
+            W[p + "self_attn.k_proj.bias"] = r.normal([Hkv * hd], 0.3)
+            W[p + "self_attn.v_proj.bias"] = r.normal([Hkv * hd], 0.3)
+        if cfg.get("qk_norm"):
+            W[p + "self_attn.q_norm.weight"] = 1.0 + r.normal([hd], 0.2)
+            W[p + "self_attn.k_norm.weight"] = 1.0 + r.normal([hd], 0.2)
         W[p + "self_attn.o_proj.weight"] = r.normal([d, H * hd], 0.2)
         W[p + "post_attention_layernorm.weight"] = 1.0 + r.normal([d], 0.1)
         W[p + "mlp.gate_proj.weight"] = r.normal([hid, d], 0.2)
@@ -172,11 +188,55 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
+def inv_freq_of(cfg, hd):
+    """[hd/2] RoPE frequencies, rescaled as HF's ROPE_INIT_FUNCTIONS do (vectorised form)."""
+    inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    sc = cfg.get("rope_scaling")
+    if sc is None:
+        return inv_freq
+    if sc["rope_type"] == "linear":
+        return inv_freq / sc["factor"]
+    assert sc["rope_type"] == "llama3"
+    factor, low, high = sc["factor"], sc["low_freq_factor"], sc["high_freq_factor"]
+    old = sc["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old / low, old / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def check_rope_scaling(cfg, hd):
+    """The Llama 3 rule written per frequency, as in Meta's reference apply_scaling."""
+    sc = cfg.get("rope_scaling")
+    if sc is None or sc["rope_type"] != "llama3":
+        return
+    base = [1.0 / (cfg["rope_theta"] ** (i / hd)) for i in range(0, hd, 2)]
+    out, bands = [], set()
+    for f in base:
+        wavelen = 2 * math.pi / f
+        if wavelen < sc["original_max_position_embeddings"] / sc["high_freq_factor"]:
+            out.append(f)
+            bands.add("high")
+        elif wavelen > sc["original_max_position_embeddings"] / sc["low_freq_factor"]:
+            out.append(f / sc["factor"])
+            bands.add("low")
+        else:
+            s = (sc["original_max_position_embeddings"] / wavelen - sc["low_freq_factor"]) / (
+                sc["high_freq_factor"] - sc["low_freq_factor"])
+            out.append((1 - s) * f / sc["factor"] + s * f)
+            bands.add("medium")
+    assert bands == {"high", "medium", "low"}, f"llama3 scaling: only bands {bands} are hit"
+    check_close("llama3 rope scaling vs per-frequency form", inv_freq_of(cfg, hd),
+                torch.tensor(out), 1e-15)
+
+
 def rope(x, pos, cfg):
     """x: [..., T, hd]; pos: [T] absolute positions. Returns x rotated."""
     hd = x.shape[-1]
-    theta = cfg["rope_theta"]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))  # [hd/2]
+    inv_freq = inv_freq_of(cfg, hd)  # [hd/2]
     ang = pos.to(torch.float64)[:, None] * inv_freq[None, :]  # [T, hd/2]
     cos, sin = torch.cos(ang), torch.sin(ang)
     if cfg["rope_layout"] == "half_split":
@@ -201,7 +261,8 @@ def check_rope(cfg):
     g = torch.Generator().manual_seed(99)
     x = torch.randn(3, 7, hd, generator=g)
     pos = torch.arange(7) + 2
-    freqs = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2)[: hd // 2].double() / hd))
+    check_rope_scaling(cfg, hd)
+    freqs = inv_freq_of(cfg, hd)
     ang = torch.outer(pos.double(), freqs)
     if cfg["rope_layout"] == "interleaved":
         # Meta / llama2.c style: view pairs as complex numbers and multiply by e^{i*angle}.
@@ -268,9 +329,16 @@ def qkv(W, cfg, family, l, x, pos):
         q = h @ W[p + "self_attn.q_proj.weight"].T
         k = h @ W[p + "self_attn.k_proj.weight"].T
         v = h @ W[p + "self_attn.v_proj.weight"].T
+        if cfg.get("qkv_bias"):  # Qwen2: nn.Linear(bias=True) for q, k, v
+            q = q + W[p + "self_attn.q_proj.bias"]
+            k = k + W[p + "self_attn.k_proj.bias"]
+            v = v + W[p + "self_attn.v_proj.bias"]
     q = q.reshape(*lead, T, H, hd).transpose(-3, -2)
     k = k.reshape(*lead, T, Hkv, hd).transpose(-3, -2)
     v = v.reshape(*lead, T, Hkv, hd).transpose(-3, -2)
+    if family == "llama" and cfg.get("qk_norm"):  # Qwen3: q_norm/k_norm over hd, before RoPE
+        q = rms_norm(q, W[p + "self_attn.q_norm.weight"], cfg["norm_eps"])
+        k = rms_norm(k, W[p + "self_attn.k_norm.weight"], cfg["norm_eps"])
     if family == "llama":
         q = rope(q, pos, cfg)
         k = rope(k, pos, cfg)
@@ -425,7 +493,7 @@ def check_close(name, a, b, tol=1e-12):
     assert a.shape == b.shape and err <= tol, f"{name}: {err} > {tol}"
 
 
-def build(path, family, cfg, seed):
+def build(path, family, cfg, seed, hf_config=None):
     print(f"{os.path.relpath(path, REPO)}:")
     r = Rand(seed)
     W = init_gpt2(cfg, r) if family == "gpt2" else init_llama(cfg, r)
@@ -497,6 +565,7 @@ def build(path, family, cfg, seed):
     doc = {
         "family": family,
         "config": cfg,
+        **({"hf_config": hf_config} if hf_config is not None else {}),
         "tensors": {k: T(v) for k, v in W.items()},
         "batch": {
             "batch": BATCH,
@@ -536,7 +605,69 @@ def main():
     build(os.path.join(OUT_DIR, "golden_llama_interleaved.json"), "llama",
           make_config("llama", n_kv_heads=1, hidden_dim=24, tied=True, layout="interleaved"),
           seed=3)
+    for name, cfg, seed in newer_families():
+        build(os.path.join(OUT_DIR, f"golden_{name}.json"), "llama", cfg, seed, hf_config(name, cfg))
     return 0
+
+
+def newer_families():
+    """(name, config, seed) of the families read from a Hugging Face config.json."""
+    llama3 = make_config("llama", n_kv_heads=1, hidden_dim=24, tied=True, layout="half_split")
+    llama3["n_heads"] = 2  # head_dim 8: four frequencies, so every llama3 band is hit
+    # Frequencies 1, 0.19, 0.038, 0.0073: wavelengths 6, 32 (kept), 167 (blended), 860 (/ factor)
+    llama3["rope_theta"] = 500000.0 ** 0.5
+    llama3["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
+    qwen2 = make_config("llama", n_kv_heads=2, hidden_dim=24, tied=True, layout="half_split")
+    qwen2["qkv_bias"] = True
+    qwen2["rope_theta"] = 1000000.0
+    qwen3 = make_config("llama", n_kv_heads=2, hidden_dim=24, tied=False, layout="half_split")
+    qwen3["qk_norm"] = True
+    qwen3["head_dim"] = 8  # hidden 16 / 4 heads would be 4
+    qwen3["rope_theta"] = 1000000.0
+    qwen3["norm_eps"] = 1e-6
+    mistral = make_config("llama", n_kv_heads=2, hidden_dim=24, tied=False, layout="half_split")
+    mistral["sliding_window"] = 16
+    return [("llama3", llama3, 4), ("qwen2", qwen2, 5), ("qwen3", qwen3, 6),
+            ("mistral", mistral, 7)]
+
+
+def hf_config(name, cfg):
+    """The config.json of `cfg` as transformers writes it for that model class."""
+    arch = {"llama3": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+            "qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}[name]
+    j = {
+        "architectures": [arch],
+        "model_type": "llama" if name == "llama3" else name,
+        "hidden_act": "silu",
+        "hidden_size": cfg["dim"],
+        "intermediate_size": cfg["hidden_dim"],
+        "num_hidden_layers": cfg["n_layers"],
+        "num_attention_heads": cfg["n_heads"],
+        "num_key_value_heads": cfg["n_kv_heads"],
+        "vocab_size": cfg["vocab_size"],
+        "max_position_embeddings": cfg["max_seq_len"],
+        "rms_norm_eps": cfg["norm_eps"],
+        "rope_theta": cfg["rope_theta"],
+        "rope_scaling": cfg.get("rope_scaling"),
+        "tie_word_embeddings": cfg["tied_head"],
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "torch_dtype": "float32",
+        "transformers_version": "4.51.0",
+    }
+    if name == "llama3":
+        j.update({"attention_bias": False, "mlp_bias": False, "head_dim": head_dim(cfg),
+                  "bos_token_id": 1, "eos_token_id": 2, "pretraining_tp": 1})
+    if name in ("qwen2", "qwen3"):
+        j.update({"use_sliding_window": False, "sliding_window": None, "max_window_layers": 2,
+                  "bos_token_id": 1, "eos_token_id": 2})
+    if name == "qwen3":
+        j.update({"head_dim": cfg["head_dim"], "attention_bias": False})
+    if name == "mistral":
+        j.update({"sliding_window": cfg["sliding_window"], "head_dim": head_dim(cfg)})
+    return j
 
 
 if __name__ == "__main__":

@@ -162,6 +162,38 @@ Var<T> rms_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma, std::type_id
                        });
 }
 
+/// RMSNorm of every head of every row (Qwen3's q_norm/k_norm): each [hd] block of a row is a row
+/// of its own. A row-major [N, H*hd] matrix is a row-major [N*H, hd] one in the same memory, so the
+/// row kernels run on that view.
+///   x, y: [N, H*hd]   gamma: [1, hd] (frozen)
+template <class T>
+Var<T> head_rms_norm(Tape<T>& tape, const Var<T>& x, WeightArg<T> gamma,
+                     std::type_identity_t<T> eps) {
+    detail::require_defined("head_rms_norm", x, "x");
+    const Index hd = gamma.cols();
+    if (gamma.rows() != 1 || hd <= 0 || x.cols() % hd != 0)
+        throw ShapeError("head_rms_norm: gain [" + std::to_string(gamma.rows()) + " x " +
+                         std::to_string(hd) + "] does not split rows of width " +
+                         std::to_string(x.cols()) + " into heads");
+    const Index heads = x.rows() * (x.cols() / hd);
+    Mat<T> y(x.rows(), x.cols());
+    Eigen::VectorX<T> rstd(heads);
+    {
+        Eigen::Map<const Mat<T>> xh(x.value().data(), heads, hd);
+        Eigen::Map<Mat<T>> yh(y.data(), heads, hd);
+        kernels::rms_norm_forward<T>(xh, gamma, eps, yh, rstd);
+    }
+    auto xn = x.requires_grad() ? detail::keep_value(x) : x.node();
+    return tape.record("head_rms_norm", std::move(y), x.requires_grad(),
+                       [xn, gamma, heads, hd, rstd = std::move(rstd)](const Mat<T>& dy) {
+                           Eigen::Map<const Mat<T>> xh(xn->value().data(), heads, hd);
+                           Eigen::Map<const Mat<T>> dyh(dy.data(), heads, hd);
+                           Mat<T>& dx = detail::grad_buffer(*xn);
+                           Eigen::Map<Mat<T>> dxh(dx.data(), heads, hd);
+                           kernels::rms_norm_backward<T>(xh, gamma, rstd, dyh, dxh);
+                       });
+}
+
 /// Softmax along each row.
 template <class T>
 Var<T> softmax(Tape<T>& tape, const Var<T>& x) {

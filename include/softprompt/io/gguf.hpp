@@ -34,9 +34,15 @@
 // for typed access to a value of the wrong type and for content this reader cannot use (unknown
 // architecture, RoPE scaling, ...).
 //
-// load_gguf_llama: `general.architecture` "llama", hyperparameters from `llama.*` keys, tensors
-// `token_embd`, `blk.N.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_down,
-// ffn_up}`, `output_norm` and `output` (absent: the head is tied to the embedding), all `.weight`.
+// load_gguf_llama: `general.architecture` "llama", "qwen2" or "qwen3", hyperparameters from that
+// architecture's keys (`llama.embedding_length`, `qwen3.attention.key_length` for Qwen3's head
+// width, ...), tensors by the GGUF names of nn::Llama's weight table: `token_embd`,
+// `blk.N.{attn_norm,attn_q,attn_k,attn_v,attn_output,ffn_norm,ffn_gate,ffn_down,ffn_up}`, Qwen2's
+// `blk.N.attn_{q,k,v}.bias`, Qwen3's `blk.N.attn_{q,k}_norm`, `output_norm` and `output` (absent:
+// the head is tied to the embedding). For "llama" RoPE rotates interleaved pairs (below); llama.cpp
+// runs qwen2/qwen3 with its NEOX rotation and converts them without permuting, so they rotate
+// halves, as in Hugging Face. RoPE scaling: none or linear (`rope.scaling.type`,
+// `rope.scaling.factor`).
 // RoPE rotates interleaved pairs: llama.cpp's converters permute the q/k rows of Hugging Face
 // checkpoints so that every GGUF llama uses the "normal" (interleaved) layout. F32 tensors are
 // views into the read-only mapping (T = float); other types and scalar types are converted into
@@ -996,10 +1002,11 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
     };
     const GgufValue& arch_value = file.at("general.architecture");
     const std::string& arch = arch_value.as_string();
-    if (arch != "llama")
-        throw fail(arch_value.offset(),
-                   "general.architecture is '" + arch + "'; load_gguf_llama reads 'llama' models");
-    const std::string p = "llama.";
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+        throw fail(arch_value.offset(), "general.architecture is '" + arch +
+                                            "'; load_gguf_llama reads 'llama', 'qwen2' and "
+                                            "'qwen3' models");
+    const std::string p = arch + ".";
     auto positive = [&](const std::string& key) -> Index {
         const GgufValue& v = file.at(key);
         const auto n = v.as_int<std::int64_t>();
@@ -1032,13 +1039,23 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
             throw fail(theta->offset(), "metadata '" + theta->key() + "' is " + theta->to_string() +
                                             "; expected a positive RoPE base");
     }
-    c.rope_layout = kernels::RopeLayout::kInterleaved;
-    if (c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0)
+    c.rope_layout = arch == "llama" ? kernels::RopeLayout::kInterleaved
+                                    : kernels::RopeLayout::kHalfSplit;
+    c.qkv_bias = arch == "qwen2";
+    c.qk_norm = arch == "qwen3";
+    // The head width: attention.key_length when given (Qwen3's need not be dim / heads).
+    const GgufValue* key_length = file.find(p + "attention.key_length");
+    if (key_length) {
+        const Index hd = positive(key_length->key());
+        if (c.dim % c.n_heads != 0 || hd != c.dim / c.n_heads) c.explicit_head_dim = hd;
+    }
+    if ((c.explicit_head_dim == 0 && c.dim % c.n_heads != 0) || c.n_heads % c.n_kv_heads != 0)
         throw fail(file.at(p + "attention.head_count").offset(),
                    "inconsistent heads: embedding_length " + std::to_string(c.dim) +
                        ", head_count " + std::to_string(c.n_heads) + ", head_count_kv " +
                        std::to_string(c.n_kv_heads) +
-                       " (need dim % heads == 0 and heads % kv_heads == 0)");
+                       " (need dim % heads == 0 or attention.key_length, and heads % kv_heads "
+                       "== 0)");
     // What this loader cannot represent: say so instead of computing something else.
     if (const GgufValue* rd = file.find(p + "rope.dimension_count")) {
         if (rd->as_int<std::int64_t>() != c.head_dim())
@@ -1047,13 +1064,11 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
                                          std::to_string(c.head_dim()) +
                                          ": partial rotary embeddings are not supported");
     }
-    for (const char* key : {"attention.key_length", "attention.value_length"}) {
-        if (const GgufValue* kl = file.find(p + key);
-            kl && kl->as_int<std::int64_t>() != c.head_dim())
-            throw fail(kl->offset(), "metadata '" + kl->key() + "' is " + kl->to_string() +
-                                         ", not embedding_length / head_count = " +
-                                         std::to_string(c.head_dim()) + ": not supported");
-    }
+    if (const GgufValue* vl = file.find(p + "attention.value_length");
+        vl && vl->as_int<std::int64_t>() != c.head_dim())
+        throw fail(vl->offset(), "metadata '" + vl->key() + "' is " + vl->to_string() +
+                                     ", not the key length " + std::to_string(c.head_dim()) +
+                                     ": values of another width are not supported");
     if (const GgufValue* experts = file.find(p + "expert_count");
         experts && experts->as_int<std::int64_t>() > 0)
         throw fail(experts->offset(), "metadata '" + experts->key() + "' is " +
@@ -1062,18 +1077,22 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
     {
         const GgufValue* type = file.find(p + "rope.scaling.type");
         const bool none = type && type->as_string() == "none";
+        if (type && !none && type->as_string() != "linear")
+            throw fail(type->offset(), "metadata '" + type->key() + "' is '" + type->as_string() +
+                                           "': only linear RoPE scaling is supported");
+        // Linear scaling: rope.scaling.factor (or the older rope.scale_linear); 0 and 1 mean none.
         for (const char* key : {"rope.scaling.factor", "rope.scale_linear"}) {
             const GgufValue* factor = file.find(p + key);
             if (!factor || none) continue;
             const double f = factor->as_number();
-            if (f != 0.0 && f != 1.0)
+            if (f == 0.0 || f == 1.0) continue;
+            if (!(f > 0 && f < 1e6))
                 throw fail(factor->offset(), "metadata '" + factor->key() + "' is " +
                                                  factor->to_string() +
-                                                 ": RoPE scaling is not supported");
+                                                 "; expected a positive RoPE scaling factor");
+            c.rope_scaling.kind = kernels::RopeScaling::Kind::kLinear;
+            c.rope_scaling.factor = f;
         }
-        if (type && !none && type->as_string() != "linear")
-            throw fail(type->offset(), "metadata '" + type->key() + "' is '" + type->as_string() +
-                                           "': RoPE scaling is not supported");
     }
     if (const GgufTensorInfo* rf = file.find_tensor("rope_freqs.weight"))
         throw fail(rf->info_offset,
@@ -1132,33 +1151,17 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
 
     nn::Model<nn::Llama, T> model;
     model.config = c;
-    auto& w = model.weights;
-    const Index d = c.dim, q = c.n_heads * c.head_dim(), kv = c.kv_dim(), h = c.hidden_dim;
-    w.embed = get("token_embd.weight", c.vocab_size, d);
-    for (Index i = 0; i < c.n_layers; ++i) {
-        const std::string b = "blk." + std::to_string(i) + ".";
-        nn::Llama::Layer<T> l;
-        l.attn_norm = get(b + "attn_norm.weight", 1, d);
-        l.wq = get(b + "attn_q.weight", q, d);
-        l.wk = get(b + "attn_k.weight", kv, d);
-        l.wv = get(b + "attn_v.weight", kv, d);
-        l.wo = get(b + "attn_output.weight", d, q);
-        l.ffn_norm = get(b + "ffn_norm.weight", 1, d);
-        l.gate = get(b + "ffn_gate.weight", h, d);
-        l.down = get(b + "ffn_down.weight", d, h);
-        l.up = get(b + "ffn_up.weight", h, d);
-        w.layers.push_back(l);
-    }
-    w.final_norm = get("output_norm.weight", 1, d);
-    w.head = c.tied_head ? w.embed : get("output.weight", c.vocab_size, d);
+    model.weights = nn::bind_weights<nn::Llama, T>(
+        c, [&](const nn::WeightSpec& spec) { return get(spec.gguf, spec.rows, spec.cols); });
     for (const GgufTensorInfo& t : file.tensors()) {
         if (!used.count(t.name))
             throw fail(t.info_offset,
                        "unexpected tensor '" + t.name + "' " + t.shape_string() +
-                           " for a llama model of " + std::to_string(c.n_layers) +
+                           " for a " + arch + " model of " + std::to_string(c.n_layers) +
                            " layers (this loader reads token_embd, blk.N.{attn_norm, "
                            "attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, "
-                           "ffn_down, ffn_up}, output_norm, output)");
+                           "ffn_down, ffn_up}, qwen2's attn_{q,k,v}.bias, qwen3's "
+                           "attn_{q,k}_norm, output_norm, output)");
     }
     if (storage->owned.empty() && storage->mapping) {
         model.storage = storage->mapping;

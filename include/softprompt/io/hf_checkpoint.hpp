@@ -166,12 +166,6 @@ nn::Model<Arch, T> load_hf(const std::string& dir) {
     nn::Model<Arch, T> model;
     model.config = hf.config;
     model.weights = Arch::template bind_hf<T>(model.config, get);
-    if constexpr (std::is_same_v<Arch, nn::Gpt2>) {
-        // Gpt2::bind_hf ties the head; an untied GPT-2 stores its own (HF: lm_head.weight).
-        if (!model.config.tied_head)
-            model.weights.head = tensors.weight<T>("lm_head.weight", model.config.vocab_size,
-                                                   model.config.dim, *store);
-    }
     model.storage = std::move(store);
     return model;
 }
@@ -183,16 +177,19 @@ namespace detail {
 template <class T>
 class HfExport {
 public:
-    /// A 2-D tensor. With `rope_head_dim` > 0 the rows of each head are re-ordered from
+    /// One tensor of a weight table: 2-D, or 1-D for a spec's vector (held as a [1, n] weight).
+    /// With `rope_head_dim` > 0 the rows of each head (a vector's elements) are re-ordered from
     /// interleaved RoPE pairs (2j, 2j+1) to HF's half-split layout (j, j + hd/2): the permutation
     /// transformers' convert_llama_weights_to_hf applies to q_proj and k_proj.
-    void matrix(const std::string& name, const Weight<T>& w, Index rope_head_dim = 0) {
-        add(name, {std::uint64_t(w.rows), std::uint64_t(w.cols)}, w, rope_head_dim);
-    }
-    /// A 1-D tensor (bias, norm gain) held as a [1, n] weight.
-    void vector(const std::string& name, const Weight<T>& w) {
-        if (w.rows != 1) throw ShapeError::mismatch("save_hf", name, 1, w.cols, w.rows, w.cols);
-        add(name, {std::uint64_t(w.cols)}, w, 0);
+    void add(const nn::WeightSpec& spec, const Weight<T>& w, Index rope_head_dim = 0) {
+        if (spec.vector) {
+            if (w.rows != 1)
+                throw ShapeError::mismatch("save_hf", spec.hf, 1, w.cols, w.rows, w.cols);
+            // A vector's elements are the rows the permutation moves: view it as a column.
+            add(spec.hf, {std::uint64_t(w.cols)}, Weight<T>{w.data, w.cols, 1}, rope_head_dim);
+        } else {
+            add(spec.hf, {std::uint64_t(w.rows), std::uint64_t(w.cols)}, w, rope_head_dim);
+        }
     }
 
     std::map<std::string, TensorSource> sources(Dtype dtype) const {
@@ -257,49 +254,13 @@ void save_hf(const std::string& dir, const nn::Model<Arch, T>& model, Dtype dtyp
                                                  dtype == Dtype::kF32   ? "float32"
                                                  : dtype == Dtype::kF16 ? "float16"
                                                                         : "bfloat16");
-    const auto& w = model.weights;
+    // Weights from llama2.c or GGUF rotate interleaved pairs: their q/k rows are re-ordered to
+    // HF's half-split layout.
+    const Index rope_hd = c.rope_layout == kernels::RopeLayout::kInterleaved ? c.head_dim() : 0;
     detail::HfExport<T> out;
-    if constexpr (std::is_same_v<Arch, nn::Gpt2>) {
-        out.matrix("wte.weight", w.wte);
-        out.matrix("wpe.weight", w.wpe);
-        for (std::size_t i = 0; i < w.layers.size(); ++i) {
-            const auto& l = w.layers[i];
-            const std::string p = "h." + std::to_string(i) + ".";
-            out.vector(p + "ln_1.weight", l.ln1_gain);
-            out.vector(p + "ln_1.bias", l.ln1_bias);
-            out.matrix(p + "attn.c_attn.weight", l.qkv);
-            out.vector(p + "attn.c_attn.bias", l.qkv_bias);
-            out.matrix(p + "attn.c_proj.weight", l.proj);
-            out.vector(p + "attn.c_proj.bias", l.proj_bias);
-            out.vector(p + "ln_2.weight", l.ln2_gain);
-            out.vector(p + "ln_2.bias", l.ln2_bias);
-            out.matrix(p + "mlp.c_fc.weight", l.fc);
-            out.vector(p + "mlp.c_fc.bias", l.fc_bias);
-            out.matrix(p + "mlp.c_proj.weight", l.fc_proj);
-            out.vector(p + "mlp.c_proj.bias", l.fc_proj_bias);
-        }
-        out.vector("ln_f.weight", w.lnf_gain);
-        out.vector("ln_f.bias", w.lnf_bias);
-        if (!c.tied_head) out.matrix("lm_head.weight", w.head);
-    } else {
-        const Index rope_hd = c.rope_layout == kernels::RopeLayout::kInterleaved ? c.head_dim() : 0;
-        out.matrix("model.embed_tokens.weight", w.embed);
-        for (std::size_t i = 0; i < w.layers.size(); ++i) {
-            const auto& l = w.layers[i];
-            const std::string p = "model.layers." + std::to_string(i) + ".";
-            out.vector(p + "input_layernorm.weight", l.attn_norm);
-            out.matrix(p + "self_attn.q_proj.weight", l.wq, rope_hd);
-            out.matrix(p + "self_attn.k_proj.weight", l.wk, rope_hd);
-            out.matrix(p + "self_attn.v_proj.weight", l.wv);
-            out.matrix(p + "self_attn.o_proj.weight", l.wo);
-            out.vector(p + "post_attention_layernorm.weight", l.ffn_norm);
-            out.matrix(p + "mlp.gate_proj.weight", l.gate);
-            out.matrix(p + "mlp.up_proj.weight", l.up);
-            out.matrix(p + "mlp.down_proj.weight", l.down);
-        }
-        out.vector("model.norm.weight", w.final_norm);
-        if (!c.tied_head) out.matrix("lm_head.weight", w.head);
-    }
+    Arch::for_each_weight(model.weights, c, [&](const nn::WeightSpec& spec, const Weight<T>& w) {
+        out.add(spec, w, spec.rope_rows ? rope_hd : 0);
+    });
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) throw IoError("cannot create folder '" + dir + "': " + ec.message());

@@ -1,22 +1,29 @@
 #pragma once
-// Hugging Face `config.json` <-> nn::Config, for the two families the library runs.
+// Hugging Face `config.json` <-> nn::Config, for the families the library runs.
 //
-//   model_type "gpt2"               n_embd, n_layer, n_head, vocab_size, n_positions and
-//                                   layer_norm_epsilon required; n_inner null/absent -> 4·n_embd;
-//                                   tie_word_embeddings defaults to true; activation_function
-//                                   (default gelu_new) must be a tanh GELU.
-//   model_type "llama", "mistral"   hidden_size, intermediate_size, num_hidden_layers,
-//                                   num_attention_heads, vocab_size, max_position_embeddings and
-//                                   rms_norm_eps required; num_key_value_heads null/absent ->
-//                                   heads; rope_theta defaults to 10000; tie_word_embeddings to
-//                                   false; hidden_act (default silu) must be silu; RoPE is
-//                                   half-split.
+//   model_type "gpt2"      n_embd, n_layer, n_head, vocab_size, n_positions and layer_norm_epsilon
+//                          required; n_inner null/absent -> 4·n_embd; tie_word_embeddings defaults
+//                          to true; activation_function (default gelu_new) must be a tanh GELU.
+//   the LLaMA family       hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+//                          vocab_size, max_position_embeddings and rms_norm_eps required;
+//                          num_key_value_heads null/absent -> heads; head_dim null/absent ->
+//                          hidden_size / heads; rope_theta defaults to 10000; tie_word_embeddings
+//                          to false; hidden_act (default silu) must be silu; RoPE is half-split;
+//                          rope_scaling null, {"rope_type": "default"}, "linear" (factor) or
+//                          "llama3" (factor, low_freq_factor, high_freq_factor,
+//                          original_max_position_embeddings; `type` is read as `rope_type`).
+//     "llama"              Llama 2 and 3.x, TinyLlama, SmolLM2 (all plain).
+//     "mistral"            sliding_window (null = none, absent = 4096) -> Config::sliding_window.
+//     "qwen2"              biases on q/k/v (always, as Qwen2's modelling code has them).
+//     "qwen3"              RMSNorm of each query and key head (q_norm, k_norm); head_dim.
+//   Qwen's use_sliding_window true sets Config::sliding_window to sliding_window when some layer
+//   is windowed (max_window_layers, default 28, below num_hidden_layers).
 // Defaults are transformers' own. Settings this library does not implement are refused rather than
-// silently ignored: rope_scaling other than null, a head_dim other than hidden/heads, attention or
-// MLP biases in LLaMA, GPT-2's scale_attn_by_inverse_layer_idx or unscaled attention. A Mistral
-// sliding window only matters for sequences longer than the window, so max_seq_len is capped to it.
-// Errors are ConfigError naming the file and the key (FormatError when the file is not JSON,
-// IoError when it cannot be read).
+// silently ignored, naming the key and its value: other rope_scaling types (dynamic, yarn, longrope,
+// ...), attention_bias true (biases on every projection, o_proj's too) or mlp_bias true, GPT-2's
+// scale_attn_by_inverse_layer_idx or unscaled attention. Sequences longer than a sliding window are
+// refused at run time (Config::check_positions). Errors are ConfigError naming the file and the key
+// (FormatError when the file is not JSON, IoError when it cannot be read).
 
 #include <algorithm>
 #include <cstdint>
@@ -42,7 +49,7 @@ constexpr std::string_view family_name(HfFamily f) {
 /// What a config.json describes.
 struct HfConfig {
     HfFamily family = HfFamily::kLlama;
-    std::string model_type;  // as written ("gpt2", "llama", "mistral")
+    std::string model_type;  // as written ("gpt2", "llama", "mistral", "qwen2", "qwen3")
     nn::Config config;
 };
 
@@ -111,6 +118,51 @@ private:
     std::string source_;
 };
 
+/// A `rope_scaling` object: {"rope_type" (or "type"): "linear" | "llama3" | "default", ...}.
+inline kernels::RopeScaling rope_scaling(const nlohmann::json& j, const ConfigFields& parent) {
+    using Kind = kernels::RopeScaling::Kind;
+    if (!j.is_object()) parent.fail("rope_scaling is " + j.dump() + ", expected an object or null");
+    const ConfigFields f(j, "rope_scaling");
+    const std::string type = f.string_or("rope_type", f.string_or("type", ""));
+    kernels::RopeScaling s;
+    if (type == "default") return s;
+    if (type != "linear" && type != "llama3")
+        parent.fail("rope_scaling " + j.dump() + ": rope_type \"" + type +
+                    "\" is not supported (supported: default, linear, llama3)");
+    try {
+        if (type == "linear") {
+            s.kind = Kind::kLinear;
+            s.factor = f.number("factor");
+        } else if (type == "llama3") {
+            s.kind = Kind::kLlama3;
+            s.factor = f.number("factor");
+            s.low_freq_factor = f.number("low_freq_factor");
+            s.high_freq_factor = f.number("high_freq_factor");
+            s.original_max_positions = double(f.count("original_max_position_embeddings"));
+        }
+        s.validate();
+    } catch (const ConfigError& e) {
+        parent.fail(std::string(e.what()));
+    }
+    return s;
+}
+
+/// The `rope_scaling` object that describes `s` (null for none).
+inline nlohmann::json rope_scaling_json(const kernels::RopeScaling& s) {
+    using Kind = kernels::RopeScaling::Kind;
+    switch (s.kind) {
+        case Kind::kNone: return nullptr;
+        case Kind::kLinear: return {{"rope_type", "linear"}, {"factor", s.factor}};
+        case Kind::kLlama3:
+            return {{"rope_type", "llama3"},
+                    {"factor", s.factor},
+                    {"low_freq_factor", s.low_freq_factor},
+                    {"high_freq_factor", s.high_freq_factor},
+                    {"original_max_position_embeddings", std::int64_t(s.original_max_positions)}};
+    }
+    return nullptr;
+}
+
 }  // namespace detail
 
 /// Interpret a parsed config.json; `source` names it in errors.
@@ -144,7 +196,8 @@ inline HfConfig parse_hf_config(const nlohmann::json& j, const std::string& sour
             f.fail("scale_attn_weights false (unscaled attention) is not supported");
         if (f.boolean_or("scale_attn_by_inverse_layer_idx", false))
             f.fail("scale_attn_by_inverse_layer_idx true is not supported");
-    } else if (out.model_type == "llama" || out.model_type == "mistral") {
+    } else if (out.model_type == "llama" || out.model_type == "mistral" ||
+               out.model_type == "qwen2" || out.model_type == "qwen3") {
         out.family = HfFamily::kLlama;
         c.dim = f.count("hidden_size");
         c.hidden_dim = f.count("intermediate_size");
@@ -160,21 +213,35 @@ inline HfConfig parse_hf_config(const nlohmann::json& j, const std::string& sour
             kernels::RopeLayout::kHalfSplit;  // HF LLaMA rotates the two halves of a head
         const std::string act = f.string_or("hidden_act", "silu");
         if (act != "silu") f.fail("hidden_act \"" + act + "\" is not supported (expected silu)");
-        if (const nlohmann::json* s = f.find("rope_scaling"))
-            f.fail("rope_scaling " + s->dump() + " is not supported (only null)");
-        if (c.dim % c.n_heads == 0 &&
-            f.count_or("head_dim", c.dim / c.n_heads) != c.dim / c.n_heads)
-            f.fail("head_dim " + f.find("head_dim")->dump() + " differs from hidden_size / " +
-                   "num_attention_heads = " + std::to_string(c.dim / c.n_heads) +
-                   "; not supported");
-        if (f.boolean_or("attention_bias", false)) f.fail("attention_bias true is not supported");
+        if (const nlohmann::json* s = f.find("rope_scaling")) c.rope_scaling = detail::rope_scaling(*s, f);
+        // head_dim equal to hidden / heads is the default written out; anything else is a head
+        // width of its own (Qwen3's 128 with hidden 1024 and 16 heads).
+        const Index implied = c.dim % c.n_heads == 0 ? c.dim / c.n_heads : 0;
+        const Index head_dim = f.count_or("head_dim", implied);
+        if (head_dim == 0)
+            f.fail("hidden_size " + std::to_string(c.dim) + " is not a multiple of " +
+                   "num_attention_heads " + std::to_string(c.n_heads) + " and no head_dim is given");
+        if (head_dim != implied) c.explicit_head_dim = head_dim;
+        if (f.boolean_or("attention_bias", false))
+            f.fail("attention_bias true (biases on every attention projection, o_proj's too) is "
+                   "not supported");
         if (f.boolean_or("mlp_bias", false)) f.fail("mlp_bias true is not supported");
-        // Attention limited to a window of W keys equals full attention on sequences of at most W.
-        if (out.model_type == "mistral")
-            c.max_seq_len = std::min(c.max_seq_len, f.count_or("sliding_window", c.max_seq_len));
+        c.qkv_bias = out.model_type == "qwen2";
+        c.qk_norm = out.model_type == "qwen3";
+        if (out.model_type == "mistral") {
+            // Absent: MistralConfig's default 4096; null: no window.
+            c.sliding_window = !j.contains("sliding_window") ? 4096
+                               : j.at("sliding_window").is_null() ? 0
+                                                                  : f.count("sliding_window");
+        } else if (f.boolean_or("use_sliding_window", false) &&
+                   f.count_or("max_window_layers", 28) < c.n_layers) {
+            // Qwen windows the layers from max_window_layers on (default 28); below, attention
+            // is full.
+            c.sliding_window = f.count("sliding_window");
+        }
     } else {
         f.fail("model_type \"" + out.model_type +
-               "\" is not supported (expected gpt2, llama or mistral)");
+               "\" is not supported (expected gpt2, llama, mistral, qwen2 or qwen3)");
     }
     try {
         c.validate();
@@ -228,22 +295,42 @@ inline nlohmann::json hf_config_json(HfFamily family, const nn::Config& c,
              {"tie_word_embeddings", c.tied_head},
              {"torch_dtype", torch_dtype}};
     } else {
-        j = {{"architectures", {"LlamaForCausalLM"}},
-             {"model_type", "llama"},
+        // The variant decides the model_type: Qwen3 (q/k norms), Qwen2 (q/k/v biases), Mistral
+        // (a sliding window), else Llama.
+        if (c.qk_norm && c.qkv_bias)
+            throw ConfigError(
+                "hf_config_json: q/k/v biases together with q/k norms are no Hugging Face family");
+        const std::string type = c.qk_norm    ? "qwen3"
+                                 : c.qkv_bias ? "qwen2"
+                                 : c.sliding_window > 0 ? "mistral"
+                                                        : "llama";
+        const std::string architecture = type == "qwen3"   ? "Qwen3ForCausalLM"
+                                         : type == "qwen2" ? "Qwen2ForCausalLM"
+                                         : type == "mistral" ? "MistralForCausalLM"
+                                                             : "LlamaForCausalLM";
+        j = {{"architectures", {architecture}},
+             {"model_type", type},
              {"hidden_act", "silu"},
              {"hidden_size", c.dim},
              {"intermediate_size", c.hidden_dim},
              {"num_hidden_layers", c.n_layers},
              {"num_attention_heads", c.n_heads},
              {"num_key_value_heads", c.n_kv_heads},
+             {"head_dim", c.head_dim()},
              {"vocab_size", c.vocab_size},
              {"max_position_embeddings", c.max_seq_len},
              {"rms_norm_eps", c.norm_eps},
              {"rope_theta", c.rope_theta},
-             {"rope_scaling", nullptr},
+             {"rope_scaling", detail::rope_scaling_json(c.rope_scaling)},
              {"attention_bias", false},
              {"tie_word_embeddings", c.tied_head},
              {"torch_dtype", torch_dtype}};
+        if (type == "mistral") j["sliding_window"] = c.sliding_window;
+        if ((type == "qwen2" || type == "qwen3")) {
+            j["use_sliding_window"] = c.sliding_window > 0;
+            j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window)
+                                                       : nlohmann::json(nullptr);
+        }
     }
     return j;
 }

@@ -3,12 +3,16 @@
 // position.
 //   x: [N, H*hd]    positions: [N]    cos, sin: [N, rot/2]
 // Layouts: kInterleaved rotates pairs (2i, 2i+1) as llama2.c and GGUF do; kHalfSplit rotates pairs
-// (i, i + rot/2) as Hugging Face's rotate_half does. Frequencies are θ^(−2i/rot) in both. Only the
-// first `rotary_dim` columns of each head rotate (partial rotary); the rest pass through.
+// (i, i + rot/2) as Hugging Face's rotate_half does. Frequencies are θ^(−2i/rot) in both, then
+// rescaled as the checkpoint says (RopeScaling: linear position interpolation, or Llama 3's
+// wavelength-dependent factors). Only the first `rotary_dim` columns of each head rotate (partial
+// rotary); the rest pass through.
 
 #include <cmath>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "softprompt/core/tensor.hpp"
 #include "softprompt/error.hpp"
@@ -17,13 +21,88 @@ namespace softprompt::kernels {
 
 enum class RopeLayout { kInterleaved, kHalfSplit };
 
+/// How a checkpoint stretches RoPE to longer contexts (Hugging Face `rope_scaling`).
+///   kLinear: every frequency divided by `factor` (position interpolation).
+///   kLlama3: Llama 3.1's rule, per frequency f with wavelength λ = 2π/f: λ below
+///            original_max_positions / high_freq_factor keeps f; λ above original_max_positions /
+///            low_freq_factor gets f / factor; in between, a linear blend of the two in
+///            s = (original_max_positions / λ − low_freq_factor) / (high_freq_factor −
+///            low_freq_factor): (1 − s)·f/factor + s·f.
+struct RopeScaling {
+    enum class Kind { kNone, kLinear, kLlama3 };
+    Kind kind = Kind::kNone;
+    double factor = 1.0;
+    double low_freq_factor = 1.0;
+    double high_freq_factor = 4.0;
+    double original_max_positions = 8192.0;
+
+    friend bool operator==(const RopeScaling&, const RopeScaling&) = default;
+
+    static RopeScaling linear(double factor) {
+        return {.kind = Kind::kLinear,
+                .factor = factor,
+                .low_freq_factor = 1.0,
+                .high_freq_factor = 4.0,
+                .original_max_positions = 8192.0};
+    }
+    static RopeScaling llama3(double factor, double low_freq_factor, double high_freq_factor,
+                              double original_max_positions) {
+        return {.kind = Kind::kLlama3,
+                .factor = factor,
+                .low_freq_factor = low_freq_factor,
+                .high_freq_factor = high_freq_factor,
+                .original_max_positions = original_max_positions};
+    }
+
+    /// Throws ConfigError naming the field when the numbers cannot describe a scaling.
+    void validate() const {
+        if (kind == Kind::kNone) return;
+        if (!(factor > 0) || !std::isfinite(factor))
+            throw ConfigError("RopeScaling: factor must be > 0, got " + std::to_string(factor));
+        if (kind == Kind::kLlama3 &&
+            (!(low_freq_factor > 0) || !(high_freq_factor > low_freq_factor) ||
+             !std::isfinite(high_freq_factor) || !(original_max_positions > 0) ||
+             !std::isfinite(original_max_positions)))
+            throw ConfigError(
+                "RopeScaling (llama3): need 0 < low_freq_factor < high_freq_factor and "
+                "original_max_position_embeddings > 0, all finite, got " +
+                std::to_string(low_freq_factor) + ", " + std::to_string(high_freq_factor) +
+                ", " + std::to_string(original_max_positions));
+    }
+
+    /// The frequency that replaces f.
+    double apply(double f) const {
+        switch (kind) {
+            case Kind::kNone: return f;
+            case Kind::kLinear: return f / factor;
+            case Kind::kLlama3: {
+                const double pi = 3.14159265358979323846;
+                const double wavelength = 2 * pi / f;
+                const double low_wavelength = original_max_positions / low_freq_factor;
+                const double high_wavelength = original_max_positions / high_freq_factor;
+                if (wavelength < high_wavelength) return f;
+                if (wavelength > low_wavelength) return f / factor;
+                const double s = (original_max_positions / wavelength - low_freq_factor) /
+                                 (high_freq_factor - low_freq_factor);
+                return (1 - s) * f / factor + s * f;
+            }
+        }
+        return f;
+    }
+};
+
 struct RopeSpec {
     Index head_dim = 0;
     Index rotary_dim = 0;  // 0 means head_dim
     double theta = 10000.0;
     RopeLayout layout = RopeLayout::kInterleaved;
+    RopeScaling scaling = {};
 
     Index rotated() const { return rotary_dim == 0 ? head_dim : rotary_dim; }
+    /// Frequency i of `rotated() / 2`: θ^(−2i/rot), rescaled.
+    double frequency(Index i) const {
+        return scaling.apply(std::pow(theta, -2.0 * double(i) / double(rotated())));
+    }
 };
 
 /// The cos/sin of every (row position, frequency) pair; angles in double, then rounded to T.
@@ -33,10 +112,11 @@ void rope_tables(std::span<const std::int32_t> positions, const RopeSpec& spec, 
     const Index half = spec.rotated() / 2;
     cos.resize(Index(positions.size()), half);
     sin.resize(Index(positions.size()), half);
+    std::vector<double> freq(static_cast<std::size_t>(half));
+    for (Index i = 0; i < half; ++i) freq[std::size_t(i)] = spec.frequency(i);
     for (Index r = 0; r < Index(positions.size()); ++r) {
         for (Index i = 0; i < half; ++i) {
-            const double freq = std::pow(spec.theta, -2.0 * double(i) / double(spec.rotated()));
-            const double angle = double(positions[std::size_t(r)]) * freq;
+            const double angle = double(positions[std::size_t(r)]) * freq[std::size_t(i)];
             cos(r, i) = T(std::cos(angle));
             sin(r, i) = T(std::sin(angle));
         }

@@ -20,10 +20,30 @@ struct Config {
     double norm_eps = 1e-5;
     double rope_theta = 10000.0;
     kernels::RopeLayout rope_layout = kernels::RopeLayout::kInterleaved;  // LLaMA family only
-    bool tied_head = true;  // LM head shares the token embedding
+    kernels::RopeScaling rope_scaling = {};  // LLaMA family only (Llama 3's, or linear)
+    bool tied_head = true;              // LM head shares the token embedding
+    // LLaMA-family variants, all off for Llama 2 / llama2.c / TinyLlama / SmolLM2 / Mistral:
+    Index explicit_head_dim = 0;  // > 0: head width independent of dim / n_heads (Qwen3)
+    bool qkv_bias = false;        // biases on the q, k and v projections (Qwen2)
+    bool qk_norm = false;         // RMSNorm of every query and key head before RoPE (Qwen3)
+    // > 0: attention sees at most this many keys (Mistral's sliding window). Sequences longer
+    // than the window are refused, where full attention would give a different result.
+    Index sliding_window = 0;
 
-    Index head_dim() const { return dim / n_heads; }
+    Index head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : dim / n_heads; }
+    Index q_dim() const { return n_heads * head_dim(); }
     Index kv_dim() const { return n_kv_heads * head_dim(); }
+
+    /// Throws ConfigError when a sequence of `positions` positions (virtual tokens included)
+    /// would need attention beyond the sliding window; `what` names the caller.
+    void check_positions(const char* what, Index positions) const {
+        if (sliding_window > 0 && positions > sliding_window)
+            throw ConfigError(std::string(what) + ": " + std::to_string(positions) +
+                              " positions exceed the model's sliding_window of " +
+                              std::to_string(sliding_window) +
+                              " keys; attention limited to a window is not implemented, and "
+                              "full attention would compute something else");
+    }
 
     /// Throws ConfigError naming the first inconsistent field.
     void validate() const {
@@ -39,7 +59,13 @@ struct Config {
         positive("n_kv_heads", n_kv_heads);
         positive("vocab_size", vocab_size);
         positive("max_seq_len", max_seq_len);
-        if (dim % n_heads != 0)
+        if (explicit_head_dim < 0)
+            throw ConfigError("Config: explicit_head_dim must be >= 0, got " +
+                              std::to_string(explicit_head_dim));
+        if (sliding_window < 0)
+            throw ConfigError("Config: sliding_window must be >= 0, got " +
+                              std::to_string(sliding_window));
+        if (explicit_head_dim == 0 && dim % n_heads != 0)
             throw ConfigError("Config: dim " + std::to_string(dim) +
                               " is not a multiple of n_heads " + std::to_string(n_heads));
         if (n_heads % n_kv_heads != 0)
@@ -47,6 +73,7 @@ struct Config {
                               " is not a multiple of n_kv_heads " + std::to_string(n_kv_heads));
         if (!(norm_eps >= 0)) throw ConfigError("Config: norm_eps must be >= 0");
         if (!(rope_theta > 0)) throw ConfigError("Config: rope_theta must be > 0");
+        rope_scaling.validate();
     }
 };
 

@@ -133,6 +133,7 @@ AdapterInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T>& 
     if (Arch::kLearnedPositions && P > c.max_seq_len)
         throw ShapeError("virtual_token_kv: " + std::to_string(P) +
                          " virtual tokens exceed max_seq_len " + std::to_string(c.max_seq_len));
+    c.check_positions("virtual_token_kv", P);
     const std::vector<std::int32_t> positions = autograd::batch_positions(1, P, 0);
     const autograd::AttentionSpec spec{.batch = 1,
                                        .seq = P,
@@ -183,6 +184,8 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
         throw ShapeError("forward: " + std::to_string(P) + " virtual + " +
                          std::to_string(batch.seq) + " real positions exceed max_seq_len " +
                          std::to_string(c.max_seq_len));
+
+    c.check_positions("forward", P + batch.seq);
 
     // Zero virtual tokens is the base model exactly: the same ops on the same values.
     const AdapterInput<T> prefix = soft.prompt.defined() && P > 0

@@ -20,6 +20,10 @@ struct Gpt2 {
     static constexpr const char* kName = "gpt2";
     /// Positions index a learned table of max_seq_len rows.
     static constexpr bool kLearnedPositions = true;
+    /// One fused c_attn projection makes q, k and v (LoRA adapts it as a whole).
+    static constexpr bool kFusedQkv = true;
+    /// Projections are Conv1D weights stored [in, out] (PEFT's fan_in_fan_out).
+    static constexpr bool kConv1dWeights = true;
 
     template <class T>
     struct Layer {
@@ -45,29 +49,53 @@ struct Gpt2 {
         return w.wte;
     }
 
-    /// Every frozen tensor once (the tied head is the embedding), with its Hugging Face name.
-    template <class T, class F>
-    static void for_each_weight(Weights<T>& w, const Config&, F&& f) {
-        f("wte.weight", w.wte);
-        f("wpe.weight", w.wpe);
+    /// The weight table (see nn/weights.hpp): every frozen tensor once, a tied head not repeated.
+    /// Hugging Face names without the `transformer.` prefix that GPT2LMHeadModel adds (loaders
+    /// accept both); Conv1D weights are [in, out]. No GGUF loader reads GPT-2, so no GGUF names.
+    /// W is Weights<T> or const Weights<T>; f(const WeightSpec&, W's Weight<T>&).
+    template <class W, class F>
+    static void for_each_weight(W& w, const Config& c, F&& f) {
+        const Index d = c.dim, h = c.hidden_dim;
+        auto matrix = [](std::string hf, Index rows, Index cols) {
+            return WeightSpec{std::move(hf), "", rows, cols, false, false};
+        };
+        auto vector = [](std::string hf, Index n) {
+            return WeightSpec{std::move(hf), "", 1, n, true, false};
+        };
+        f(matrix("wte.weight", c.vocab_size, d), w.wte);
+        f(matrix("wpe.weight", c.max_seq_len, d), w.wpe);
         for (std::size_t i = 0; i < w.layers.size(); ++i) {
             const std::string p = "h." + std::to_string(i) + ".";
-            Layer<T>& l = w.layers[i];
-            f(p + "ln_1.weight", l.ln1_gain);
-            f(p + "ln_1.bias", l.ln1_bias);
-            f(p + "attn.c_attn.weight", l.qkv);
-            f(p + "attn.c_attn.bias", l.qkv_bias);
-            f(p + "attn.c_proj.weight", l.proj);
-            f(p + "attn.c_proj.bias", l.proj_bias);
-            f(p + "ln_2.weight", l.ln2_gain);
-            f(p + "ln_2.bias", l.ln2_bias);
-            f(p + "mlp.c_fc.weight", l.fc);
-            f(p + "mlp.c_fc.bias", l.fc_bias);
-            f(p + "mlp.c_proj.weight", l.fc_proj);
-            f(p + "mlp.c_proj.bias", l.fc_proj_bias);
+            auto& l = w.layers[i];
+            f(vector(p + "ln_1.weight", d), l.ln1_gain);
+            f(vector(p + "ln_1.bias", d), l.ln1_bias);
+            f(matrix(p + "attn.c_attn.weight", d, 3 * d), l.qkv);
+            f(vector(p + "attn.c_attn.bias", 3 * d), l.qkv_bias);
+            f(matrix(p + "attn.c_proj.weight", d, d), l.proj);
+            f(vector(p + "attn.c_proj.bias", d), l.proj_bias);
+            f(vector(p + "ln_2.weight", d), l.ln2_gain);
+            f(vector(p + "ln_2.bias", d), l.ln2_bias);
+            f(matrix(p + "mlp.c_fc.weight", d, h), l.fc);
+            f(vector(p + "mlp.c_fc.bias", h), l.fc_bias);
+            f(matrix(p + "mlp.c_proj.weight", h, d), l.fc_proj);
+            f(vector(p + "mlp.c_proj.bias", d), l.fc_proj_bias);
         }
-        f("ln_f.weight", w.lnf_gain);
-        f("ln_f.bias", w.lnf_bias);
+        f(vector("ln_f.weight", d), w.lnf_gain);
+        f(vector("ln_f.bias", d), w.lnf_bias);
+        if (!c.tied_head) f(matrix("lm_head.weight", c.vocab_size, d), w.head);
+    }
+
+    /// Throws ConfigError for a setting of the LLaMA family, which this architecture has not.
+    static void check_config(const Config& c) {
+        const char* bad = c.qkv_bias                                               ? "qkv_bias"
+                          : c.qk_norm                                              ? "qk_norm"
+                          : c.explicit_head_dim > 0                                ? "explicit_head_dim"
+                          : c.sliding_window > 0                                   ? "sliding_window"
+                          : c.rope_scaling.kind != kernels::RopeScaling::Kind::kNone ? "rope_scaling"
+                                                                                     : nullptr;
+        if (bad)
+            throw ConfigError(std::string("GPT-2: Config.") + bad +
+                              " is a LLaMA-family setting; GPT-2 has no such variant");
     }
 
     /// Token embeddings plus the learned embeddings of their positions.
@@ -123,29 +151,8 @@ struct Gpt2 {
     /// Bind Hugging Face GPT-2 names (`wte.weight`, `h.N.attn.c_attn.weight`, ...).
     template <class T>
     static Weights<T> bind_hf(const Config& c, const WeightLookup<T>& get) {
-        const Index d = c.dim, h = c.hidden_dim;
-        Weights<T> w;
-        w.wte = get("wte.weight", c.vocab_size, d);
-        w.wpe = get("wpe.weight", c.max_seq_len, d);
-        for (Index i = 0; i < c.n_layers; ++i) {
-            const std::string p = "h." + std::to_string(i) + ".";
-            w.layers.push_back({.ln1_gain = get(p + "ln_1.weight", 1, d),
-                                .ln1_bias = get(p + "ln_1.bias", 1, d),
-                                .qkv = get(p + "attn.c_attn.weight", d, 3 * d),
-                                .qkv_bias = get(p + "attn.c_attn.bias", 1, 3 * d),
-                                .proj = get(p + "attn.c_proj.weight", d, d),
-                                .proj_bias = get(p + "attn.c_proj.bias", 1, d),
-                                .ln2_gain = get(p + "ln_2.weight", 1, d),
-                                .ln2_bias = get(p + "ln_2.bias", 1, d),
-                                .fc = get(p + "mlp.c_fc.weight", d, h),
-                                .fc_bias = get(p + "mlp.c_fc.bias", 1, h),
-                                .fc_proj = get(p + "mlp.c_proj.weight", h, d),
-                                .fc_proj_bias = get(p + "mlp.c_proj.bias", 1, d)});
-        }
-        w.lnf_gain = get("ln_f.weight", 1, d);
-        w.lnf_bias = get("ln_f.bias", 1, d);
-        w.head = w.wte;
-        return w;
+        check_config(c);
+        return bind_hf_weights<Gpt2, T>(c, get);
     }
 };
 

@@ -115,6 +115,7 @@ Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequen
             throw ShapeError("advance: sequence " + std::to_string(i) + " would reach position " +
                              std::to_string(seq.next_position() + Index(tokens[i].size())) +
                              ", beyond max_seq_len " + std::to_string(c.max_seq_len));
+        c.check_positions("advance", seq.next_position() + Index(tokens[i].size()));
         offsets.push_back(Index(ids.size()));
         for (std::size_t j = 0; j < tokens[i].size(); ++j) {
             const std::int32_t id = tokens[i][j];

@@ -1,6 +1,9 @@
 #pragma once
-// The LLaMA family: RMSNorm, SwiGLU feed-forward, RoPE (interleaved or half-split), grouped-query
-// attention, tied or untied head. Each function is one stage of a block on a tape.
+// The LLaMA family: RMSNorm, SwiGLU feed-forward, RoPE (interleaved or half-split, optionally
+// scaled), grouped-query attention, tied or untied head. The variants of the family are switches of
+// the Config, not types: Llama 2/3, TinyLlama, SmolLM2 and Mistral are plain; Qwen2 adds biases to
+// the q/k/v projections; Qwen3 normalises every query and key head (RMSNorm over hd, before RoPE)
+// and has a head width of its own. Each function is one stage of a block on a tape.
 //   x, r: [N, d]    q: [N, H*hd]    k, v: [N, Hkv*hd]    positions: [N]
 
 #include <cstdint>
@@ -20,11 +23,17 @@ struct Llama {
     static constexpr const char* kName = "llama";
     /// RoPE encodes positions inside attention; there is no position table to bound them.
     static constexpr bool kLearnedPositions = false;
+    /// Separate q_proj, k_proj and v_proj.
+    static constexpr bool kFusedQkv = false;
+    /// Projections are nn.Linear weights stored [out, in].
+    static constexpr bool kConv1dWeights = false;
 
     template <class T>
     struct Layer {
         Weight<T> attn_norm;       // [1, d]
         Weight<T> wq, wk, wv, wo;  // [H*hd, d], [Hkv*hd, d], [Hkv*hd, d], [d, H*hd]
+        Weight<T> bq, bk, bv;      // [1, H*hd], [1, Hkv*hd], [1, Hkv*hd] (qkv_bias; else empty)
+        Weight<T> q_norm, k_norm;  // [1, hd] (qk_norm; else empty)
         Weight<T> ffn_norm;        // [1, d]
         Weight<T> gate, up, down;  // [h, d], [h, d], [d, h]
     };
@@ -42,25 +51,45 @@ struct Llama {
         return w.embed;
     }
 
-    /// Every frozen tensor once (a tied head is not repeated), with its Hugging Face name.
-    template <class T, class F>
-    static void for_each_weight(Weights<T>& w, const Config& c, F&& f) {
-        f("model.embed_tokens.weight", w.embed);
+    /// The weight table (see nn/weights.hpp): every frozen tensor once, a tied head not repeated.
+    /// W is Weights<T> or const Weights<T>; f(const WeightSpec&, W's Weight<T>&).
+    template <class W, class F>
+    static void for_each_weight(W& w, const Config& c, F&& f) {
+        const Index d = c.dim, q = c.q_dim(), kv = c.kv_dim(), h = c.hidden_dim, hd = c.head_dim();
+        auto matrix = [](std::string hf, std::string gguf, Index rows, Index cols, bool rope = false) {
+            return WeightSpec{std::move(hf), std::move(gguf), rows, cols, false, rope};
+        };
+        auto vector = [](std::string hf, std::string gguf, Index n, bool rope = false) {
+            return WeightSpec{std::move(hf), std::move(gguf), 1, n, true, rope};
+        };
+        f(matrix("model.embed_tokens.weight", "token_embd.weight", c.vocab_size, d), w.embed);
         for (std::size_t i = 0; i < w.layers.size(); ++i) {
             const std::string p = "model.layers." + std::to_string(i) + ".";
-            Layer<T>& l = w.layers[i];
-            f(p + "input_layernorm.weight", l.attn_norm);
-            f(p + "self_attn.q_proj.weight", l.wq);
-            f(p + "self_attn.k_proj.weight", l.wk);
-            f(p + "self_attn.v_proj.weight", l.wv);
-            f(p + "self_attn.o_proj.weight", l.wo);
-            f(p + "post_attention_layernorm.weight", l.ffn_norm);
-            f(p + "mlp.gate_proj.weight", l.gate);
-            f(p + "mlp.up_proj.weight", l.up);
-            f(p + "mlp.down_proj.weight", l.down);
+            const std::string b = "blk." + std::to_string(i) + ".";
+            auto& l = w.layers[i];
+            f(vector(p + "input_layernorm.weight", b + "attn_norm.weight", d), l.attn_norm);
+            f(matrix(p + "self_attn.q_proj.weight", b + "attn_q.weight", q, d, true), l.wq);
+            f(matrix(p + "self_attn.k_proj.weight", b + "attn_k.weight", kv, d, true), l.wk);
+            f(matrix(p + "self_attn.v_proj.weight", b + "attn_v.weight", kv, d), l.wv);
+            if (c.qkv_bias) {
+                f(vector(p + "self_attn.q_proj.bias", b + "attn_q.bias", q, true), l.bq);
+                f(vector(p + "self_attn.k_proj.bias", b + "attn_k.bias", kv, true), l.bk);
+                f(vector(p + "self_attn.v_proj.bias", b + "attn_v.bias", kv), l.bv);
+            }
+            if (c.qk_norm) {
+                f(vector(p + "self_attn.q_norm.weight", b + "attn_q_norm.weight", hd, true),
+                  l.q_norm);
+                f(vector(p + "self_attn.k_norm.weight", b + "attn_k_norm.weight", hd, true),
+                  l.k_norm);
+            }
+            f(matrix(p + "self_attn.o_proj.weight", b + "attn_output.weight", d, q), l.wo);
+            f(vector(p + "post_attention_layernorm.weight", b + "ffn_norm.weight", d), l.ffn_norm);
+            f(matrix(p + "mlp.gate_proj.weight", b + "ffn_gate.weight", h, d), l.gate);
+            f(matrix(p + "mlp.up_proj.weight", b + "ffn_up.weight", h, d), l.up);
+            f(matrix(p + "mlp.down_proj.weight", b + "ffn_down.weight", d, h), l.down);
         }
-        f("model.norm.weight", w.final_norm);
-        if (!c.tied_head) f("lm_head.weight", w.head);
+        f(vector("model.norm.weight", "output_norm.weight", d), w.final_norm);
+        if (!c.tied_head) f(matrix("lm_head.weight", "output.weight", c.vocab_size, d), w.head);
     }
 
     /// Token embeddings (positions act later, through RoPE).
@@ -87,11 +116,24 @@ struct Llama {
         const RopeSpec rope_spec{.head_dim = c.head_dim(),
                                  .rotary_dim = 0,
                                  .theta = c.rope_theta,
-                                 .layout = c.rope_layout};
-        Var<T> h = rms_norm(tape, x, l.attn_norm, T(c.norm_eps));
-        Var<T> q = with_lora(tape, h, matmul_wt(tape, h, l.wq), lora ? &lora->q : nullptr);
-        Var<T> k = with_lora(tape, h, matmul_wt(tape, h, l.wk), lora ? &lora->k : nullptr);
-        Var<T> v = with_lora(tape, h, matmul_wt(tape, h, l.wv), lora ? &lora->v : nullptr);
+                                 .layout = c.rope_layout,
+                                 .scaling = c.rope_scaling};
+        // A projection, its bias when the model has one, and its LoRA delta (PEFT wraps the whole
+        // nn.Linear, bias included, so the delta adds to x·Wᵀ + b).
+        const Var<T> h = rms_norm(tape, x, l.attn_norm, T(c.norm_eps));
+        auto project = [&](const Weight<T>& weight, const Weight<T>& bias,
+                           const LoraDelta<T>* delta) {
+            Var<T> y = matmul_wt(tape, h, weight);
+            if (!bias.empty()) y = add_bias(tape, y, bias);
+            return with_lora(tape, h, y, delta);
+        };
+        Var<T> q = project(l.wq, l.bq, lora ? &lora->q : nullptr);
+        Var<T> k = project(l.wk, l.bk, lora ? &lora->k : nullptr);
+        Var<T> v = project(l.wv, l.bv, lora ? &lora->v : nullptr);
+        if (c.qk_norm) {
+            q = head_rms_norm(tape, q, l.q_norm, T(c.norm_eps));
+            k = head_rms_norm(tape, k, l.k_norm, T(c.norm_eps));
+        }
         return {rope(tape, q, rope_spec, positions), rope(tape, k, rope_spec, positions), v};
     }
 
@@ -115,27 +157,10 @@ struct Llama {
         return autograd::rms_norm(tape, x, w.final_norm, T(c.norm_eps));
     }
 
-    /// Bind Hugging Face LLaMA names (`model.layers.N.self_attn.q_proj.weight`, ...).
+    /// Bind Hugging Face LLaMA-family names (`model.layers.N.self_attn.q_proj.weight`, ...).
     template <class T>
     static Weights<T> bind_hf(const Config& c, const WeightLookup<T>& get) {
-        const Index d = c.dim, q = c.n_heads * c.head_dim(), kv = c.kv_dim(), h = c.hidden_dim;
-        Weights<T> w;
-        w.embed = get("model.embed_tokens.weight", c.vocab_size, d);
-        for (Index i = 0; i < c.n_layers; ++i) {
-            const std::string p = "model.layers." + std::to_string(i) + ".";
-            w.layers.push_back({.attn_norm = get(p + "input_layernorm.weight", 1, d),
-                                .wq = get(p + "self_attn.q_proj.weight", q, d),
-                                .wk = get(p + "self_attn.k_proj.weight", kv, d),
-                                .wv = get(p + "self_attn.v_proj.weight", kv, d),
-                                .wo = get(p + "self_attn.o_proj.weight", d, q),
-                                .ffn_norm = get(p + "post_attention_layernorm.weight", 1, d),
-                                .gate = get(p + "mlp.gate_proj.weight", h, d),
-                                .up = get(p + "mlp.up_proj.weight", h, d),
-                                .down = get(p + "mlp.down_proj.weight", d, h)});
-        }
-        w.final_norm = get("model.norm.weight", 1, d);
-        w.head = c.tied_head ? w.embed : get("lm_head.weight", c.vocab_size, d);
-        return w;
+        return bind_hf_weights<Llama, T>(c, get);
     }
 };
 

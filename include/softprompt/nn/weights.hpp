@@ -1,17 +1,49 @@
 #pragma once
-// Binding a model's frozen tensors by name. Loaders (llama2.c, safetensors, GGUF, test fixtures)
-// provide a `WeightLookup`: given a tensor name and the shape the architecture expects, it returns
-// a read-only view or throws a FormatError naming the tensor and both shapes.
+// A family's weight table and binding by name. Each architecture lists its frozen tensors once, in
+// `Arch::for_each_weight`: per tensor its Hugging Face and GGUF names, its shape, and how files
+// store it (a WeightSpec). Binding (safetensors, GGUF, test fixtures), saving (save_hf) and
+// parameter counts all read that one table. Loaders provide a lookup: given a spec, a read-only
+// view, or a FormatError naming the tensor and both shapes.
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "softprompt/core/tensor.hpp"
+#include "softprompt/nn/config.hpp"
 
 namespace softprompt::nn {
+
+/// One row of a weight table.
+struct WeightSpec {
+    std::string hf;    // Hugging Face name: "model.layers.0.self_attn.q_proj.weight"
+    std::string gguf;  // GGUF name (llama.cpp's): "blk.0.attn_q.weight"; empty when none
+    Index rows = 0, cols = 0;
+    bool vector = false;     // 1-D in files (a bias or a norm gain), [1, n] here
+    bool rope_rows = false;  // rows of RoPE heads (q/k projections and biases): their order
+                             // follows the RoPE layout, so converting layouts permutes them
+};
 
 /// (name, expected rows, expected cols) -> view. 1-D tensors are expected as [1, n].
 template <class T>
 using WeightLookup = std::function<Weight<T>(const std::string& name, Index rows, Index cols)>;
+
+/// Bind every tensor of the table of `Arch` for config `c`: get(const WeightSpec&) -> Weight<T>.
+/// A tied head is the token embedding.
+template <class Arch, class T, class Get>
+typename Arch::template Weights<T> bind_weights(const Config& c, Get&& get) {
+    typename Arch::template Weights<T> w;
+    w.layers.resize(std::size_t(c.n_layers));
+    Arch::for_each_weight(w, c, [&](const WeightSpec& spec, Weight<T>& slot) { slot = get(spec); });
+    if (c.tied_head) w.head = Arch::token_embedding(w);
+    return w;
+}
+
+/// Bind by Hugging Face names.
+template <class Arch, class T>
+typename Arch::template Weights<T> bind_hf_weights(const Config& c, const WeightLookup<T>& get) {
+    return bind_weights<Arch, T>(
+        c, [&](const WeightSpec& spec) { return get(spec.hf, spec.rows, spec.cols); });
+}
 
 }  // namespace softprompt::nn

@@ -171,7 +171,7 @@ void save_adapter(const std::string& dir, Method<float>& method,
             config["lora_alpha"] = m.options().alpha;
             config["lora_dropout"] = 0.0;
             config["bias"] = "none";
-            config["fan_in_fan_out"] = Arch::kLearnedPositions;  // GPT-2's Conv1D layout
+            config["fan_in_fan_out"] = Arch::kConv1dWeights;
             config["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
             config["init_lora_weights"] = true;
             break;
@@ -374,11 +374,11 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
     };
     options.query = has({"q_proj", "c_attn"});
     options.key = has({"k_proj"});
-    options.value = has({"v_proj"}) || (Arch::kLearnedPositions && options.query);
+    options.value = has({"v_proj"}) || (Arch::kFusedQkv && options.query);
     options.output = has({"o_proj", "c_proj"});
-    if (Arch::kLearnedPositions) options.key = options.value = false;
+    if (Arch::kFusedQkv) options.key = options.value = false;
     const std::set<std::string> adaptable =
-        Arch::kLearnedPositions ? std::set<std::string>{"c_attn", "c_proj"}
+        Arch::kFusedQkv ? std::set<std::string>{"c_attn", "c_proj"}
                                 : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
     for (const auto& t : targets)
         if (adaptable.count(t) == 0)

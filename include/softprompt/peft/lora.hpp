@@ -38,7 +38,7 @@ public:
         if (options.rank <= 0)
             throw ConfigError("Lora: rank must be > 0, got " + std::to_string(options.rank));
         if (!(options.alpha > 0)) throw ConfigError("Lora: alpha must be > 0");
-        const bool gpt2 = Arch::kLearnedPositions;  // the GPT-2 family: fused QKV
+        const bool gpt2 = Arch::kFusedQkv;  // the GPT-2 family: one c_attn for q, k and v
         if (gpt2 && (options.key || options.value) && !options.query)
             throw ConfigError(
                 "Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
@@ -98,7 +98,7 @@ public:
             const Mat<T> delta = scale() * (u.b->value() * u.a->value());  // [out, in]
             Mat<T> updated = w.view();
             // GPT-2's Conv1D stores [in, out]; LLaMA's Linear stores [out, in].
-            if (Arch::kLearnedPositions) {
+            if (Arch::kConv1dWeights) {
                 updated += delta.transpose();
             } else {
                 updated += delta;
@@ -134,7 +134,7 @@ private:
     }
 
     static Weight<T>& slot_weight(typename Arch::template Layer<T>& layer, int slot) {
-        if constexpr (Arch::kLearnedPositions) {
+        if constexpr (Arch::kFusedQkv) {
             return slot == 0 ? layer.qkv : layer.proj;
         } else {
             return slot == 0 ? layer.wq : slot == 1 ? layer.wk : slot == 2 ? layer.wv : layer.wo;

@@ -15,6 +15,7 @@
 
 #include "softprompt/autograd/tape.hpp"
 #include "softprompt/nn/forward.hpp"
+#include "softprompt/nn/weights.hpp"
 
 namespace softprompt::peft {
 
@@ -79,10 +80,8 @@ public:
 template <class Arch, class T>
 Index frozen_parameter_count(const nn::Model<Arch, T>& model) {
     Index n = 0;
-    auto weights =
-        model.weights;  // for_each_weight visits mutable references; a copy of views is cheap
-    Arch::for_each_weight(weights, model.config,
-                          [&n](const std::string&, const Weight<T>& w) { n += w.rows * w.cols; });
+    Arch::for_each_weight(model.weights, model.config,
+                          [&n](const nn::WeightSpec&, const Weight<T>& w) { n += w.rows * w.cols; });
     return n;
 }
 
