@@ -158,14 +158,8 @@ TEST(Gradcheck, GatherConcatSlice) {
 TEST(Gradcheck, RopeWithLinearAndLlama3Scaling) {
     Param<D> x("x", random_matrix(6, 16, 84));  // 2 heads of 8: four frequencies per head
     const std::vector<std::int32_t> positions = batch_positions(2, 3, /*offset=*/40);
-    using Kind = kernels::RopeScaling::Kind;
-    for (const kernels::RopeScaling scaling :
-         {kernels::RopeScaling{.kind = Kind::kLinear, .factor = 4.0},
-          kernels::RopeScaling{.kind = Kind::kLlama3,
-                               .factor = 8.0,
-                               .low_freq_factor = 1.0,
-                               .high_freq_factor = 4.0,
-                               .original_max_positions = 256}}) {
+    for (const kernels::RopeScaling scaling : {kernels::RopeScaling::linear(4.0),
+                                               kernels::RopeScaling::llama3(8.0, 1.0, 4.0, 256)}) {
         const RopeSpec spec{.head_dim = 8,
                             .rotary_dim = 0,
                             .theta = 707.0,
@@ -179,7 +173,7 @@ TEST(Gradcheck, RopeWithLinearAndLlama3Scaling) {
                           .rotary_dim = 0,
                           .theta = 707.0,
                           .layout = RopeLayout::kHalfSplit,
-                          .scaling = {.kind = Kind::kLinear, .factor = 4.0}};
+                          .scaling = kernels::RopeScaling::linear(4.0)};
     RopeSpec plain = linear;
     plain.scaling = {};
     Mat<D> c1, s1, c2, s2;
@@ -195,7 +189,7 @@ TEST(Gradcheck, RopeBothLayoutsWithOffsetAndPartialRotary) {
     for (RopeLayout layout : {RopeLayout::kInterleaved, RopeLayout::kHalfSplit}) {
         for (Index rotary : {Index(4), Index(2)}) {
             const RopeSpec spec{
-                .head_dim = 4, .rotary_dim = rotary, .theta = 100.0, .layout = layout};
+                .head_dim = 4, .rotary_dim = rotary, .theta = 100.0, .layout = layout, .scaling = {}};
             expect_gradients_match(
                 {&x}, [&](Tape<D>& t) { return probe(t, rope(t, t.param(x), spec, positions)); });
         }
@@ -289,7 +283,7 @@ TEST(Gradcheck, SmallTransformerBlockEndToEnd) {
     const std::vector<std::int32_t> lengths = {3, 2};
     const std::vector<std::int32_t> targets = {2, 3, 4, 0, -100, -100};
     const RopeSpec rope_spec{
-        .head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kHalfSplit};
+        .head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kHalfSplit, .scaling = {}};
     auto block = [&](Tape<D>& t, const Var<D>& x, std::span<const std::int32_t> pos,
                      const AttentionSpec& spec, std::span<const std::int32_t> lens,
                      const Var<D>& pk, const Var<D>& pv, Var<D>* k_out, Var<D>* v_out) {
@@ -404,13 +398,21 @@ TEST(Forward, RopeLayoutsAreColumnPermutationsOfEachOther) {
     const std::vector<std::int32_t> pos = {0, 7, 31};
     const Mat<D> half =
         rope(t, t.constant(x),
-             {.head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kHalfSplit},
+             {.head_dim = hd,
+              .rotary_dim = 0,
+              .theta = 10000.0,
+              .layout = RopeLayout::kHalfSplit,
+              .scaling = {}},
              pos)
             .value();
     const Mat<D> inter =
         rope(
             t, t.constant(x_interleaved),
-            {.head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kInterleaved},
+            {.head_dim = hd,
+             .rotary_dim = 0,
+             .theta = 10000.0,
+             .layout = RopeLayout::kInterleaved,
+             .scaling = {}},
             pos)
             .value();
     for (Index h = 0; h < heads; ++h)

@@ -997,7 +997,8 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
     };
     expect_format_error(
         load(set("general.architecture", V::str("gpt2"))),
-        {"m.gguf at byte", "general.architecture is 'gpt2'; load_gguf_llama reads 'llama' models"});
+        {"m.gguf at byte",
+         "general.architecture is 'gpt2'; load_gguf_llama reads 'llama', 'qwen2' and 'qwen3'"});
     expect_format_error(load(drop_key("llama.block_count")),
                         {"missing metadata key 'llama.block_count'"});
     expect_format_error(load(set("llama.block_count", V::str("2"))),
@@ -1010,11 +1011,21 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
     expect_format_error(load(set("llama.attention.head_count", V::u32(5))), {"inconsistent heads"});
     expect_format_error(load(set("llama.rope.dimension_count", V::u32(4))),
                         {"partial rotary embeddings are not supported"});
+    {
+        // Linear scaling is read; a factor that cannot be one is refused.
+        const std::string bytes = tiny.file(0, nullptr, [](Builder& b) {
+            b.add("llama.rope.scaling.type", V::str("linear"))
+                .add("llama.rope.scaling.factor", V::f32(4));
+        });
+        const auto m = io::load_gguf_llama<float>(GgufFile::from_bytes(as_bytes(bytes), "m.gguf"));
+        EXPECT_EQ(m.config.rope_scaling.kind, kernels::RopeScaling::Kind::kLinear);
+        EXPECT_EQ(m.config.rope_scaling.factor, 4.0);
+    }
     expect_format_error(load([](Builder& b) {
                             b.add("llama.rope.scaling.type", V::str("linear"))
-                                .add("llama.rope.scaling.factor", V::f32(4));
+                                .add("llama.rope.scaling.factor", V::f32(-1));
                         }),
-                        {"'llama.rope.scaling.factor' is 4: RoPE scaling is not supported"});
+                        {"'llama.rope.scaling.factor' is -1; expected a positive RoPE scaling"});
     EXPECT_NO_THROW(load([](Builder& b) {
         b.add("llama.rope.scaling.type", V::str("none"))
             .add("llama.rope.scaling.factor", V::f32(4));

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -859,10 +860,13 @@ TEST(HfConfig, LlamaDefaultsAndRefusals) {
     nlohmann::json mistral = with("model_type", "mistral");
     mistral["max_position_embeddings"] = 32768;
     mistral["sliding_window"] = 4096;
-    EXPECT_EQ(parse_hf_config(mistral, "c").config.sliding_window, 4096);
+    mistral["sliding_window"] = 1024;
+    EXPECT_EQ(parse_hf_config(mistral, "c").config.sliding_window, 1024);
     EXPECT_EQ(parse_hf_config(mistral, "c").config.max_seq_len, 32768);
-    mistral["sliding_window"] = nullptr;
+    mistral["sliding_window"] = nullptr;  // null: no window
     EXPECT_EQ(parse_hf_config(mistral, "c").config.sliding_window, 0);
+    mistral.erase("sliding_window");  // absent: MistralConfig's default
+    EXPECT_EQ(parse_hf_config(mistral, "c").config.sliding_window, 4096);
 
     // Qwen: q/k/v biases (qwen2), q/k norms (qwen3); a window only with use_sliding_window.
     nlohmann::json qwen = with("model_type", "qwen2");
@@ -870,7 +874,11 @@ TEST(HfConfig, LlamaDefaultsAndRefusals) {
     EXPECT_TRUE(parse_hf_config(qwen, "c").config.qkv_bias);
     EXPECT_FALSE(parse_hf_config(qwen, "c").config.qk_norm);
     EXPECT_EQ(parse_hf_config(qwen, "c").config.sliding_window, 0);
-    qwen["use_sliding_window"] = true;
+    qwen["use_sliding_window"] = true;  // from layer max_window_layers (default 28) on: none of 5
+    EXPECT_EQ(parse_hf_config(qwen, "c").config.sliding_window, 0);
+    qwen["max_window_layers"] = 5;
+    EXPECT_EQ(parse_hf_config(qwen, "c").config.sliding_window, 0);
+    qwen["max_window_layers"] = 2;  // layers 2..4 are windowed
     EXPECT_EQ(parse_hf_config(qwen, "c").config.sliding_window, 4096);
     qwen["model_type"] = "qwen3";
     EXPECT_TRUE(parse_hf_config(qwen, "c").config.qk_norm);
@@ -1038,7 +1046,8 @@ TEST(HfCheckpoint, NewerFamiliesRoundTripBitForBit) {
 }
 
 // A BF16 checkpoint of each family against the float64 reference: the weights are rounded to 8
-// bits of mantissa, so the logits move; the bound is 2e-2.
+// bits of mantissa, so the logits move, in proportion to their size: at most 2e-2, or 5e-3 of the
+// largest logit where the logits are large (they reach 15 to 20 in the Llama 3 and Qwen2 goldens).
 TEST(HfCheckpoint, Bf16CheckpointsOfEachFamilyStayNearTheReference) {
     for (const char* file : {"golden_llama_gqa.json", "golden_llama3.json", "golden_qwen2.json",
                              "golden_qwen3.json", "golden_mistral.json"}) {
@@ -1049,8 +1058,10 @@ TEST(HfCheckpoint, Bf16CheckpointsOfEachFamilyStayNearTheReference) {
         const auto bf16 = load_hf<Llama>(dir.path().string());
         const Mat<float> reference = g.expected("base", "logits").cast<float>();
         const double err = (logits_of(bf16, g.batch) - reference).cwiseAbs().maxCoeff();
-        RecordProperty(std::string("bf16_max_abs_") + file, std::to_string(err));
-        EXPECT_LE(err, 2e-2) << "max |BF16 logits - float64 reference|";
+        const double scale = reference.cwiseAbs().maxCoeff();
+        std::cout << "[ bf16 ] " << file << ": max |logit diff| " << err << ", max |logit| "
+                  << scale << "\n";
+        EXPECT_LE(err, std::max(2e-2, 5e-3 * scale)) << "max |BF16 logits - float64 reference|";
     }
 }
 

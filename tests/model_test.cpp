@@ -98,7 +98,8 @@ TEST(Golden, LlamaGqaHalfSplitUntied) { check_golden_all<Llama>("golden_llama_gq
 TEST(Golden, LlamaInterleavedTied) { check_golden_all<Llama>("golden_llama_interleaved.json"); }
 
 // The newer families of the LLaMA traits, each configured from the config.json in its golden file
-// and checked against the float64 reference of its Hugging Face modelling code.
+// and checked against make_golden.py's float64 forward pass, written by hand after each family's
+// Hugging Face modelling code.
 TEST(Golden, Llama3RopeScaling) { check_golden_all<Llama>("golden_llama3.json"); }
 TEST(Golden, Qwen2QkvBiases) { check_golden_all<Llama>("golden_qwen2.json"); }
 TEST(Golden, Qwen3QkNormsAndItsOwnHeadWidth) { check_golden_all<Llama>("golden_qwen3.json"); }
@@ -160,8 +161,14 @@ TEST(Families, SequencesBeyondTheSlidingWindowAreRefused) {
         Tape<float> t;
         forward(t, model, batch_of(17), {}, LogitsRequest::kRealPositions);
     });
-    // Virtual tokens count: 3 + 14 positions fit, 3 + 14 + 1 do not.
+    // Virtual tokens count: 3 + 13 positions fit, 3 + 14 do not.
     const Mat<float> prompt = g.expected("prompt", "prompt");
+    {
+        Tape<float> t;
+        AdapterInput<float> soft;
+        soft.prompt = t.constant(prompt);
+        EXPECT_NO_THROW(forward(t, model, batch_of(13), soft, LogitsRequest::kRealPositions));
+    }
     refused([&] {
         Tape<float> t;
         AdapterInput<float> soft;
@@ -303,7 +310,10 @@ void check_cache_matches_recompute(const std::string& file) {
         for (std::size_t i = 3; i <= ids.size(); ++i) {
             const Mat<float> full = full_last_logits(model, fed, mode == 1 ? &prompt : nullptr,
                                                      mode == 2 ? &prefix : nullptr);
-            EXPECT_LE(max_abs(step, full), 2e-5) << file << " mode " << mode << " length " << i;
+            // float rounding grows with the logits' size (about 20 for the Llama 3 and Qwen2 goldens)
+            const double scale = std::max(1.0, double(full.cwiseAbs().maxCoeff()));
+            EXPECT_LE(max_abs(step, full), 2e-5 * scale)
+                << file << " mode " << mode << " length " << i;
             if (i == ids.size()) break;
             fed.push_back(ids[i]);
             step = advance(model, std::span<Sequence<float>* const>(one), {{ids[i]}});
