@@ -158,8 +158,8 @@ TEST(Gradcheck, GatherConcatSlice) {
 TEST(Gradcheck, RopeWithLinearAndLlama3Scaling) {
     Param<D> x("x", random_matrix(6, 16, 84));  // 2 heads of 8: four frequencies per head
     const std::vector<std::int32_t> positions = batch_positions(2, 3, /*offset=*/40);
-    for (const kernels::RopeScaling scaling : {kernels::RopeScaling::linear(4.0),
-                                               kernels::RopeScaling::llama3(8.0, 1.0, 4.0, 256)}) {
+    for (const kernels::RopeScaling scaling :
+         {kernels::RopeScaling::linear(4.0), kernels::RopeScaling::llama3(8.0, 1.0, 4.0, 256)}) {
         const RopeSpec spec{.head_dim = 8,
                             .rotary_dim = 0,
                             .theta = 707.0,
@@ -188,8 +188,11 @@ TEST(Gradcheck, RopeBothLayoutsWithOffsetAndPartialRotary) {
     const std::vector<std::int32_t> positions = batch_positions(2, 3, /*offset=*/5);
     for (RopeLayout layout : {RopeLayout::kInterleaved, RopeLayout::kHalfSplit}) {
         for (Index rotary : {Index(4), Index(2)}) {
-            const RopeSpec spec{
-                .head_dim = 4, .rotary_dim = rotary, .theta = 100.0, .layout = layout, .scaling = {}};
+            const RopeSpec spec{.head_dim = 4,
+                                .rotary_dim = rotary,
+                                .theta = 100.0,
+                                .layout = layout,
+                                .scaling = {}};
             expect_gradients_match(
                 {&x}, [&](Tape<D>& t) { return probe(t, rope(t, t.param(x), spec, positions)); });
         }
@@ -282,8 +285,11 @@ TEST(Gradcheck, SmallTransformerBlockEndToEnd) {
     const std::vector<std::int32_t> ids = {1, 2, 3, 4, 0, 0};
     const std::vector<std::int32_t> lengths = {3, 2};
     const std::vector<std::int32_t> targets = {2, 3, 4, 0, -100, -100};
-    const RopeSpec rope_spec{
-        .head_dim = hd, .rotary_dim = 0, .theta = 10000.0, .layout = RopeLayout::kHalfSplit, .scaling = {}};
+    const RopeSpec rope_spec{.head_dim = hd,
+                             .rotary_dim = 0,
+                             .theta = 10000.0,
+                             .layout = RopeLayout::kHalfSplit,
+                             .scaling = {}};
     auto block = [&](Tape<D>& t, const Var<D>& x, std::span<const std::int32_t> pos,
                      const AttentionSpec& spec, std::span<const std::int32_t> lens,
                      const Var<D>& pk, const Var<D>& pv, Var<D>* k_out, Var<D>* v_out) {
@@ -396,25 +402,22 @@ TEST(Forward, RopeLayoutsAreColumnPermutationsOfEachOther) {
             x_interleaved.col(h * hd + 2 * i + 1) = x.col(h * hd + i + hd / 2);
         }
     const std::vector<std::int32_t> pos = {0, 7, 31};
-    const Mat<D> half =
-        rope(t, t.constant(x),
-             {.head_dim = hd,
-              .rotary_dim = 0,
-              .theta = 10000.0,
-              .layout = RopeLayout::kHalfSplit,
-              .scaling = {}},
-             pos)
-            .value();
-    const Mat<D> inter =
-        rope(
-            t, t.constant(x_interleaved),
-            {.head_dim = hd,
-             .rotary_dim = 0,
-             .theta = 10000.0,
-             .layout = RopeLayout::kInterleaved,
-             .scaling = {}},
-            pos)
-            .value();
+    const Mat<D> half = rope(t, t.constant(x),
+                             {.head_dim = hd,
+                              .rotary_dim = 0,
+                              .theta = 10000.0,
+                              .layout = RopeLayout::kHalfSplit,
+                              .scaling = {}},
+                             pos)
+                            .value();
+    const Mat<D> inter = rope(t, t.constant(x_interleaved),
+                              {.head_dim = hd,
+                               .rotary_dim = 0,
+                               .theta = 10000.0,
+                               .layout = RopeLayout::kInterleaved,
+                               .scaling = {}},
+                              pos)
+                             .value();
     for (Index h = 0; h < heads; ++h)
         for (Index i = 0; i < hd / 2; ++i) {
             EXPECT_LT((half.col(h * hd + i) - inter.col(h * hd + 2 * i)).norm(), 1e-12);

@@ -909,19 +909,19 @@ std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::st
         .add(p + "attention.key_length", V::u32(std::uint32_t(c.head_dim())))
         .add(p + "attention.value_length", V::u32(std::uint32_t(c.head_dim())));
     const auto model = g.model<nn::Llama>();
-    nn::Llama::for_each_weight(model.weights, c, [&](const nn::WeightSpec& spec,
-                                                     const Weight<float>& w) {
-        std::vector<float> v(w.data, w.data + w.rows * w.cols);
-        std::vector<std::uint64_t> ne = {std::uint64_t(w.cols)};
-        if (!spec.vector) ne.push_back(std::uint64_t(w.rows));
-        b.tensor({.name = spec.gguf, .ne = ne, .type = 0, .data = f32_bytes(v)});
-    });
+    nn::Llama::for_each_weight(
+        model.weights, c, [&](const nn::WeightSpec& spec, const Weight<float>& w) {
+            std::vector<float> v(w.data, w.data + w.rows * w.cols);
+            std::vector<std::uint64_t> ne = {std::uint64_t(w.cols)};
+            if (!spec.vector) ne.push_back(std::uint64_t(w.rows));
+            b.tensor({.name = spec.gguf, .ne = ne, .type = 0, .data = f32_bytes(v)});
+        });
     return b.build();
 }
 
 TEST(GgufLlama, QwenTwinsGiveTheLogitsOfTheirSafetensorsModels) {
-    for (const auto& [file, arch] : {std::pair{"golden_qwen2.json", "qwen2"},
-                                     std::pair{"golden_qwen3.json", "qwen3"}}) {
+    for (const auto& [file, arch] :
+         {std::pair{"golden_qwen2.json", "qwen2"}, std::pair{"golden_qwen3.json", "qwen3"}}) {
         SCOPED_TRACE(file);
         const softprompt::testing::Golden<float> g(file);
         // float rounds rope_theta and the epsilon as GGUF's f32 metadata does.

@@ -817,7 +817,8 @@ TEST(HfConfig, LlamaDefaultsAndRefusals) {
     }
     {
         const nn::Config c =
-            parse_hf_config(with("rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), "c").config;
+            parse_hf_config(with("rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), "c")
+                .config;
         EXPECT_EQ(c.rope_scaling.kind, kernels::RopeScaling::Kind::kLinear);
         EXPECT_EQ(c.rope_scaling.factor, 2.0);
         const nlohmann::json llama3 = {{"rope_type", "llama3"},
@@ -934,8 +935,8 @@ TEST(HfConfig, WrittenConfigReadsBackTheSame) {
         }
     }
     // The golden files' config.json is transformers'; ours names the same model_type.
-    for (const char* file : {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json",
-                             "golden_mistral.json"}) {
+    for (const char* file :
+         {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json", "golden_mistral.json"}) {
         const GoldenModel g(file);
         const nlohmann::json& theirs = g.json.at("hf_config");
         const nlohmann::json ours = hf_config_json(HfFamily::kLlama, g.config);
@@ -1040,8 +1041,8 @@ TEST(HfCheckpoint, GoldenLlamaGqaUntiedRoundTripsBitForBit) {
     check_round_trip<Llama>("golden_llama_gqa.json");
 }
 TEST(HfCheckpoint, NewerFamiliesRoundTripBitForBit) {
-    for (const char* file : {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json",
-                             "golden_mistral.json"})
+    for (const char* file :
+         {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json", "golden_mistral.json"})
         check_round_trip<Llama>(file);
 }
 

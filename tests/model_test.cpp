@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -34,8 +34,8 @@ using autograd::Tape;
 using autograd::Var;
 namespace fs = std::filesystem;
 
-using softprompt::testing::test_data_dir;
 using softprompt::testing::Golden;
+using softprompt::testing::test_data_dir;
 
 template <class T>
 double max_abs(const Mat<T>& a, const Mat<T>& b) {
@@ -178,8 +178,7 @@ TEST(Families, SequencesBeyondTheSlidingWindowAreRefused) {
     // Decoding stops at the window too.
     Sequence<float> seq;
     Sequence<float>* one[] = {&seq};
-    advance(model, std::span<Sequence<float>* const>(one),
-            {std::vector<std::int32_t>(16, 5)});
+    advance(model, std::span<Sequence<float>* const>(one), {std::vector<std::int32_t>(16, 5)});
     refused([&] { advance(model, std::span<Sequence<float>* const>(one), {{5}}); });
 }
 
@@ -310,7 +309,8 @@ void check_cache_matches_recompute(const std::string& file) {
         for (std::size_t i = 3; i <= ids.size(); ++i) {
             const Mat<float> full = full_last_logits(model, fed, mode == 1 ? &prompt : nullptr,
                                                      mode == 2 ? &prefix : nullptr);
-            // float rounding grows with the logits' size (about 20 for the Llama 3 and Qwen2 goldens)
+            // float rounding grows with the logits' size (about 20 for the Llama 3 and Qwen2
+            // goldens)
             const double scale = std::max(1.0, double(full.cwiseAbs().maxCoeff()));
             EXPECT_LE(max_abs(step, full), 2e-5 * scale)
                 << file << " mode " << mode << " length " << i;
@@ -324,8 +324,8 @@ void check_cache_matches_recompute(const std::string& file) {
 TEST(KvCache, IncrementalDecodingEqualsFullRecomputationWithAndWithoutAdapters) {
     check_cache_matches_recompute<Gpt2>("golden_gpt2.json");
     check_cache_matches_recompute<Llama>("golden_llama_gqa.json");
-    for (const char* file : {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json",
-                             "golden_mistral.json"})
+    for (const char* file :
+         {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json", "golden_mistral.json"})
         check_cache_matches_recompute<Llama>(file);
 }
 

@@ -1039,8 +1039,8 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
             throw fail(theta->offset(), "metadata '" + theta->key() + "' is " + theta->to_string() +
                                             "; expected a positive RoPE base");
     }
-    c.rope_layout = arch == "llama" ? kernels::RopeLayout::kInterleaved
-                                    : kernels::RopeLayout::kHalfSplit;
+    c.rope_layout =
+        arch == "llama" ? kernels::RopeLayout::kInterleaved : kernels::RopeLayout::kHalfSplit;
     c.qkv_bias = arch == "qwen2";
     c.qk_norm = arch == "qwen3";
     // The head width: attention.key_length when given (Qwen3's need not be dim / heads).
@@ -1156,8 +1156,8 @@ nn::Model<nn::Llama, T> load_gguf_llama(const GgufFile& file) {
     for (const GgufTensorInfo& t : file.tensors()) {
         if (!used.count(t.name))
             throw fail(t.info_offset,
-                       "unexpected tensor '" + t.name + "' " + t.shape_string() +
-                           " for a " + arch + " model of " + std::to_string(c.n_layers) +
+                       "unexpected tensor '" + t.name + "' " + t.shape_string() + " for a " + arch +
+                           " model of " + std::to_string(c.n_layers) +
                            " layers (this loader reads token_embd, blk.N.{attn_norm, "
                            "attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, "
                            "ffn_down, ffn_up}, qwen2's attn_{q,k,v}.bias, qwen3's "

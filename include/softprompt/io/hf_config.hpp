@@ -19,16 +19,17 @@
 //   Qwen's use_sliding_window true sets Config::sliding_window to sliding_window when some layer
 //   is windowed (max_window_layers, default 28, below num_hidden_layers).
 // Defaults are transformers' own. Settings this library does not implement are refused rather than
-// silently ignored, naming the key and its value: other rope_scaling types (dynamic, yarn, longrope,
-// ...), attention_bias true (biases on every projection, o_proj's too) or mlp_bias true, GPT-2's
-// scale_attn_by_inverse_layer_idx or unscaled attention. Sequences longer than a sliding window are
-// refused at run time (Config::check_positions). Errors are ConfigError naming the file and the key
-// (FormatError when the file is not JSON, IoError when it cannot be read).
+// silently ignored, naming the key and its value: other rope_scaling types (dynamic, yarn,
+// longrope, ...), attention_bias true (biases on every projection, o_proj's too) or mlp_bias true,
+// GPT-2's scale_attn_by_inverse_layer_idx or unscaled attention. Sequences longer than a sliding
+// window are refused at run time (Config::check_positions). Errors are ConfigError naming the file
+// and the key (FormatError when the file is not JSON, IoError when it cannot be read).
 
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -133,7 +134,7 @@ inline kernels::RopeScaling rope_scaling(const nlohmann::json& j, const ConfigFi
         if (type == "linear") {
             s.kind = Kind::kLinear;
             s.factor = f.number("factor");
-        } else if (type == "llama3") {
+        } else {  // llama3
             s.kind = Kind::kLlama3;
             s.factor = f.number("factor");
             s.low_freq_factor = f.number("low_freq_factor");
@@ -151,8 +152,10 @@ inline kernels::RopeScaling rope_scaling(const nlohmann::json& j, const ConfigFi
 inline nlohmann::json rope_scaling_json(const kernels::RopeScaling& s) {
     using Kind = kernels::RopeScaling::Kind;
     switch (s.kind) {
-        case Kind::kNone: return nullptr;
-        case Kind::kLinear: return {{"rope_type", "linear"}, {"factor", s.factor}};
+        case Kind::kNone:
+            return nullptr;
+        case Kind::kLinear:
+            return {{"rope_type", "linear"}, {"factor", s.factor}};
         case Kind::kLlama3:
             return {{"rope_type", "llama3"},
                     {"factor", s.factor},
@@ -213,24 +216,27 @@ inline HfConfig parse_hf_config(const nlohmann::json& j, const std::string& sour
             kernels::RopeLayout::kHalfSplit;  // HF LLaMA rotates the two halves of a head
         const std::string act = f.string_or("hidden_act", "silu");
         if (act != "silu") f.fail("hidden_act \"" + act + "\" is not supported (expected silu)");
-        if (const nlohmann::json* s = f.find("rope_scaling")) c.rope_scaling = detail::rope_scaling(*s, f);
+        if (const nlohmann::json* s = f.find("rope_scaling"))
+            c.rope_scaling = detail::rope_scaling(*s, f);
         // head_dim equal to hidden / heads is the default written out; anything else is a head
         // width of its own (Qwen3's 128 with hidden 1024 and 16 heads).
         const Index implied = c.dim % c.n_heads == 0 ? c.dim / c.n_heads : 0;
         const Index head_dim = f.count_or("head_dim", implied);
         if (head_dim == 0)
             f.fail("hidden_size " + std::to_string(c.dim) + " is not a multiple of " +
-                   "num_attention_heads " + std::to_string(c.n_heads) + " and no head_dim is given");
+                   "num_attention_heads " + std::to_string(c.n_heads) +
+                   " and no head_dim is given");
         if (head_dim != implied) c.explicit_head_dim = head_dim;
         if (f.boolean_or("attention_bias", false))
-            f.fail("attention_bias true (biases on every attention projection, o_proj's too) is "
-                   "not supported");
+            f.fail(
+                "attention_bias true (biases on every attention projection, o_proj's too) is "
+                "not supported");
         if (f.boolean_or("mlp_bias", false)) f.fail("mlp_bias true is not supported");
         c.qkv_bias = out.model_type == "qwen2";
         c.qk_norm = out.model_type == "qwen3";
         if (out.model_type == "mistral") {
             // Absent: MistralConfig's default 4096; null: no window.
-            c.sliding_window = !j.contains("sliding_window") ? 4096
+            c.sliding_window = !j.contains("sliding_window")      ? 4096
                                : j.at("sliding_window").is_null() ? 0
                                                                   : f.count("sliding_window");
         } else if (f.boolean_or("use_sliding_window", false) &&
@@ -300,14 +306,15 @@ inline nlohmann::json hf_config_json(HfFamily family, const nn::Config& c,
         if (c.qk_norm && c.qkv_bias)
             throw ConfigError(
                 "hf_config_json: q/k/v biases together with q/k norms are no Hugging Face family");
-        const std::string type = c.qk_norm    ? "qwen3"
-                                 : c.qkv_bias ? "qwen2"
-                                 : c.sliding_window > 0 ? "mistral"
-                                                        : "llama";
-        const std::string architecture = type == "qwen3"   ? "Qwen3ForCausalLM"
-                                         : type == "qwen2" ? "Qwen2ForCausalLM"
-                                         : type == "mistral" ? "MistralForCausalLM"
-                                                             : "LlamaForCausalLM";
+        const char* type = c.qk_norm              ? "qwen3"
+                           : c.qkv_bias           ? "qwen2"
+                           : c.sliding_window > 0 ? "mistral"
+                                                  : "llama";
+        const std::map<std::string, std::string> architectures = {{"llama", "LlamaForCausalLM"},
+                                                                  {"mistral", "MistralForCausalLM"},
+                                                                  {"qwen2", "Qwen2ForCausalLM"},
+                                                                  {"qwen3", "Qwen3ForCausalLM"}};
+        const std::string& architecture = architectures.at(type);
         j = {{"architectures", {architecture}},
              {"model_type", type},
              {"hidden_act", "silu"},
@@ -325,11 +332,12 @@ inline nlohmann::json hf_config_json(HfFamily family, const nn::Config& c,
              {"attention_bias", false},
              {"tie_word_embeddings", c.tied_head},
              {"torch_dtype", torch_dtype}};
-        if (type == "mistral") j["sliding_window"] = c.sliding_window;
-        if ((type == "qwen2" || type == "qwen3")) {
+        const std::string_view t = type;
+        if (t == "mistral") j["sliding_window"] = c.sliding_window;
+        if (t == "qwen2" || t == "qwen3") {
             j["use_sliding_window"] = c.sliding_window > 0;
-            j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window)
-                                                       : nlohmann::json(nullptr);
+            j["sliding_window"] =
+                c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
         }
     }
     return j;

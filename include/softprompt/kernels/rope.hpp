@@ -66,15 +66,17 @@ struct RopeScaling {
             throw ConfigError(
                 "RopeScaling (llama3): need 0 < low_freq_factor < high_freq_factor and "
                 "original_max_position_embeddings > 0, all finite, got " +
-                std::to_string(low_freq_factor) + ", " + std::to_string(high_freq_factor) +
-                ", " + std::to_string(original_max_positions));
+                std::to_string(low_freq_factor) + ", " + std::to_string(high_freq_factor) + ", " +
+                std::to_string(original_max_positions));
     }
 
     /// The frequency that replaces f.
     double apply(double f) const {
         switch (kind) {
-            case Kind::kNone: return f;
-            case Kind::kLinear: return f / factor;
+            case Kind::kNone:
+                return f;
+            case Kind::kLinear:
+                return f / factor;
             case Kind::kLlama3: {
                 const double pi = 3.14159265358979323846;
                 const double wavelength = 2 * pi / f;

@@ -21,7 +21,7 @@ struct Config {
     double rope_theta = 10000.0;
     kernels::RopeLayout rope_layout = kernels::RopeLayout::kInterleaved;  // LLaMA family only
     kernels::RopeScaling rope_scaling = {};  // LLaMA family only (Llama 3's, or linear)
-    bool tied_head = true;              // LM head shares the token embedding
+    bool tied_head = true;                   // LM head shares the token embedding
     // LLaMA-family variants, all off for Llama 2 / llama2.c / TinyLlama / SmolLM2 / Mistral:
     Index explicit_head_dim = 0;  // > 0: head width independent of dim / n_heads (Qwen3)
     bool qkv_bias = false;        // biases on the q, k and v projections (Qwen2)

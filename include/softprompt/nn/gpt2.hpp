@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "softprompt/autograd/nn_ops.hpp"
@@ -57,10 +58,10 @@ struct Gpt2 {
     static void for_each_weight(W& w, const Config& c, F&& f) {
         const Index d = c.dim, h = c.hidden_dim;
         auto matrix = [](std::string hf, Index rows, Index cols) {
-            return WeightSpec{std::move(hf), "", rows, cols, false, false};
+            return WeightSpec::matrix(std::move(hf), "", rows, cols);
         };
         auto vector = [](std::string hf, Index n) {
-            return WeightSpec{std::move(hf), "", 1, n, true, false};
+            return WeightSpec::vector(std::move(hf), "", n);
         };
         f(matrix("wte.weight", c.vocab_size, d), w.wte);
         f(matrix("wpe.weight", c.max_seq_len, d), w.wpe);
@@ -87,15 +88,16 @@ struct Gpt2 {
 
     /// Throws ConfigError for a setting of the LLaMA family, which this architecture has not.
     static void check_config(const Config& c) {
-        const char* bad = c.qkv_bias                                               ? "qkv_bias"
-                          : c.qk_norm                                              ? "qk_norm"
-                          : c.explicit_head_dim > 0                                ? "explicit_head_dim"
-                          : c.sliding_window > 0                                   ? "sliding_window"
-                          : c.rope_scaling.kind != kernels::RopeScaling::Kind::kNone ? "rope_scaling"
-                                                                                     : nullptr;
-        if (bad)
-            throw ConfigError(std::string("GPT-2: Config.") + bad +
-                              " is a LLaMA-family setting; GPT-2 has no such variant");
+        const std::pair<bool, const char*> llama_only[] = {
+            {c.qkv_bias, "qkv_bias"},
+            {c.qk_norm, "qk_norm"},
+            {c.explicit_head_dim > 0, "explicit_head_dim"},
+            {c.sliding_window > 0, "sliding_window"},
+            {c.rope_scaling.kind != kernels::RopeScaling::Kind::kNone, "rope_scaling"}};
+        for (const auto& [set, name] : llama_only)
+            if (set)
+                throw ConfigError(std::string("GPT-2: Config.") + name +
+                                  " is a LLaMA-family setting; GPT-2 has no such variant");
     }
 
     /// Token embeddings plus the learned embeddings of their positions.

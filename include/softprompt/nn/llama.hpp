@@ -56,40 +56,36 @@ struct Llama {
     template <class W, class F>
     static void for_each_weight(W& w, const Config& c, F&& f) {
         const Index d = c.dim, q = c.q_dim(), kv = c.kv_dim(), h = c.hidden_dim, hd = c.head_dim();
-        auto matrix = [](std::string hf, std::string gguf, Index rows, Index cols, bool rope = false) {
-            return WeightSpec{std::move(hf), std::move(gguf), rows, cols, false, rope};
-        };
-        auto vector = [](std::string hf, std::string gguf, Index n, bool rope = false) {
-            return WeightSpec{std::move(hf), std::move(gguf), 1, n, true, rope};
-        };
-        f(matrix("model.embed_tokens.weight", "token_embd.weight", c.vocab_size, d), w.embed);
+        using S = WeightSpec;
+        f(S::matrix("model.embed_tokens.weight", "token_embd.weight", c.vocab_size, d), w.embed);
         for (std::size_t i = 0; i < w.layers.size(); ++i) {
             const std::string p = "model.layers." + std::to_string(i) + ".";
             const std::string b = "blk." + std::to_string(i) + ".";
             auto& l = w.layers[i];
-            f(vector(p + "input_layernorm.weight", b + "attn_norm.weight", d), l.attn_norm);
-            f(matrix(p + "self_attn.q_proj.weight", b + "attn_q.weight", q, d, true), l.wq);
-            f(matrix(p + "self_attn.k_proj.weight", b + "attn_k.weight", kv, d, true), l.wk);
-            f(matrix(p + "self_attn.v_proj.weight", b + "attn_v.weight", kv, d), l.wv);
+            f(S::vector(p + "input_layernorm.weight", b + "attn_norm.weight", d), l.attn_norm);
+            f(S::matrix(p + "self_attn.q_proj.weight", b + "attn_q.weight", q, d, true), l.wq);
+            f(S::matrix(p + "self_attn.k_proj.weight", b + "attn_k.weight", kv, d, true), l.wk);
+            f(S::matrix(p + "self_attn.v_proj.weight", b + "attn_v.weight", kv, d), l.wv);
             if (c.qkv_bias) {
-                f(vector(p + "self_attn.q_proj.bias", b + "attn_q.bias", q, true), l.bq);
-                f(vector(p + "self_attn.k_proj.bias", b + "attn_k.bias", kv, true), l.bk);
-                f(vector(p + "self_attn.v_proj.bias", b + "attn_v.bias", kv), l.bv);
+                f(S::vector(p + "self_attn.q_proj.bias", b + "attn_q.bias", q, true), l.bq);
+                f(S::vector(p + "self_attn.k_proj.bias", b + "attn_k.bias", kv, true), l.bk);
+                f(S::vector(p + "self_attn.v_proj.bias", b + "attn_v.bias", kv), l.bv);
             }
             if (c.qk_norm) {
-                f(vector(p + "self_attn.q_norm.weight", b + "attn_q_norm.weight", hd, true),
+                f(S::vector(p + "self_attn.q_norm.weight", b + "attn_q_norm.weight", hd, true),
                   l.q_norm);
-                f(vector(p + "self_attn.k_norm.weight", b + "attn_k_norm.weight", hd, true),
+                f(S::vector(p + "self_attn.k_norm.weight", b + "attn_k_norm.weight", hd, true),
                   l.k_norm);
             }
-            f(matrix(p + "self_attn.o_proj.weight", b + "attn_output.weight", d, q), l.wo);
-            f(vector(p + "post_attention_layernorm.weight", b + "ffn_norm.weight", d), l.ffn_norm);
-            f(matrix(p + "mlp.gate_proj.weight", b + "ffn_gate.weight", h, d), l.gate);
-            f(matrix(p + "mlp.up_proj.weight", b + "ffn_up.weight", h, d), l.up);
-            f(matrix(p + "mlp.down_proj.weight", b + "ffn_down.weight", d, h), l.down);
+            f(S::matrix(p + "self_attn.o_proj.weight", b + "attn_output.weight", d, q), l.wo);
+            f(S::vector(p + "post_attention_layernorm.weight", b + "ffn_norm.weight", d),
+              l.ffn_norm);
+            f(S::matrix(p + "mlp.gate_proj.weight", b + "ffn_gate.weight", h, d), l.gate);
+            f(S::matrix(p + "mlp.up_proj.weight", b + "ffn_up.weight", h, d), l.up);
+            f(S::matrix(p + "mlp.down_proj.weight", b + "ffn_down.weight", d, h), l.down);
         }
-        f(vector("model.norm.weight", "output_norm.weight", d), w.final_norm);
-        if (!c.tied_head) f(matrix("lm_head.weight", "output.weight", c.vocab_size, d), w.head);
+        f(S::vector("model.norm.weight", "output_norm.weight", d), w.final_norm);
+        if (!c.tied_head) f(S::matrix("lm_head.weight", "output.weight", c.vocab_size, d), w.head);
     }
 
     /// Token embeddings (positions act later, through RoPE).

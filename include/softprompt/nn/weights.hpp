@@ -22,6 +22,14 @@ struct WeightSpec {
     bool vector = false;     // 1-D in files (a bias or a norm gain), [1, n] here
     bool rope_rows = false;  // rows of RoPE heads (q/k projections and biases): their order
                              // follows the RoPE layout, so converting layouts permutes them
+
+    static WeightSpec matrix(std::string hf, std::string gguf, Index rows, Index cols,
+                             bool rope_rows = false) {
+        return {std::move(hf), std::move(gguf), rows, cols, false, rope_rows};
+    }
+    static WeightSpec vector(std::string hf, std::string gguf, Index n, bool rope_rows = false) {
+        return {std::move(hf), std::move(gguf), 1, n, true, rope_rows};
+    }
 };
 
 /// (name, expected rows, expected cols) -> view. 1-D tensors are expected as [1, n].

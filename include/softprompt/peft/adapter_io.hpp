@@ -379,7 +379,7 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
     if (Arch::kFusedQkv) options.key = options.value = false;
     const std::set<std::string> adaptable =
         Arch::kFusedQkv ? std::set<std::string>{"c_attn", "c_proj"}
-                                : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
+                        : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
     for (const auto& t : targets)
         if (adaptable.count(t) == 0)
             throw ConfigError(file + ": LoRA target module '" + t +
@@ -392,8 +392,8 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
         any_a = true;
         if (m.rows() != options.rank)
             throw ShapeError(std::string(kAdapterWeights) + ": tensor '" + key + "' has " +
-                             std::to_string(m.rows()) + " rows but " + file + " says r = " +
-                             std::to_string(options.rank));
+                             std::to_string(m.rows()) + " rows but " + file +
+                             " says r = " + std::to_string(options.rank));
     }
     if (!any_a)
         throw ConfigError(std::string(kAdapterWeights) + ": no lora_A tensor (" + file +

@@ -80,8 +80,9 @@ public:
 template <class Arch, class T>
 Index frozen_parameter_count(const nn::Model<Arch, T>& model) {
     Index n = 0;
-    Arch::for_each_weight(model.weights, model.config,
-                          [&n](const nn::WeightSpec&, const Weight<T>& w) { n += w.rows * w.cols; });
+    Arch::for_each_weight(
+        model.weights, model.config,
+        [&n](const nn::WeightSpec&, const Weight<T>& w) { n += w.rows * w.cols; });
     return n;
 }
 
