@@ -913,7 +913,7 @@ std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::st
         model.weights, c, [&](const nn::WeightSpec& spec, const Weight<float>& w) {
             std::vector<float> v(w.data, w.data + w.rows * w.cols);
             std::vector<std::uint64_t> ne = {std::uint64_t(w.cols)};
-            if (!spec.vector) ne.push_back(std::uint64_t(w.rows));
+            if (!spec.one_dimensional) ne.push_back(std::uint64_t(w.rows));
             b.tensor({.name = spec.gguf, .ne = ne, .type = 0, .data = f32_bytes(v)});
         });
     return b.build();

@@ -177,12 +177,12 @@ namespace detail {
 template <class T>
 class HfExport {
 public:
-    /// One tensor of a weight table: 2-D, or 1-D for a spec's vector (held as a [1, n] weight).
+    /// One tensor of a weight table: 2-D, or 1-D for a one-dimensional spec (held as a [1, n] weight).
     /// With `rope_head_dim` > 0 the rows of each head (a vector's elements) are re-ordered from
     /// interleaved RoPE pairs (2j, 2j+1) to HF's half-split layout (j, j + hd/2): the permutation
     /// transformers' convert_llama_weights_to_hf applies to q_proj and k_proj.
     void add(const nn::WeightSpec& spec, const Weight<T>& w, Index rope_head_dim = 0) {
-        if (spec.vector) {
+        if (spec.one_dimensional) {
             if (w.rows != 1)
                 throw ShapeError::mismatch("save_hf", spec.hf, 1, w.cols, w.rows, w.cols);
             // A vector's elements are the rows the permutation moves: view it as a column.

@@ -19,9 +19,10 @@ struct WeightSpec {
     std::string hf;    // Hugging Face name: "model.layers.0.self_attn.q_proj.weight"
     std::string gguf;  // GGUF name (llama.cpp's): "blk.0.attn_q.weight"; empty when none
     Index rows = 0, cols = 0;
-    bool vector = false;     // 1-D in files (a bias or a norm gain), [1, n] here
-    bool rope_rows = false;  // rows of RoPE heads (q/k projections and biases): their order
-                             // follows the RoPE layout, so converting layouts permutes them
+    bool one_dimensional = false;  // 1-D in files (a bias or a norm gain), [1, n] here
+    bool rope_rows = false;        // rows of RoPE heads (q/k projections and biases): their
+                                   // order follows the RoPE layout, so converting layouts
+                                   // permutes them
 
     static WeightSpec matrix(std::string hf, std::string gguf, Index rows, Index cols,
                              bool rope_rows = false) {
