@@ -330,6 +330,79 @@ private:
     std::size_t size_ = 0;
 };
 
+/// The MergeTable key of the pair (a, b).
+inline constexpr std::uint64_t merge_key(std::int32_t a, std::int32_t b) noexcept {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
+           static_cast<std::uint32_t>(b);
+}
+
+/// Scratch of merge_by_rank, reused across words.
+struct MergeScratch {
+    struct Candidate {
+        std::int32_t rank, left, right, id;
+        std::uint32_t left_version, right_version;
+    };
+    std::vector<std::int32_t> prev, next;
+    std::vector<std::uint32_t> version;
+    std::vector<Candidate> heap;
+};
+
+/// BPE's merge loop over one word's symbols (ids), in place: always the adjacent pair with the
+/// lowest rank, leftmost on ties, until no adjacent pair has a merge (tokenizers'
+/// Word::merge_all). Symbols form a linked list (a merge keeps the left node); candidates wait in
+/// a min-heap and are dropped when popped if either node changed since they were pushed.
+inline void merge_by_rank(std::vector<std::int32_t>& syms, const MergeTable& merges,
+                          MergeScratch& w) {
+    const std::size_t n = syms.size();
+    if (n < 2) return;
+    w.prev.resize(n);
+    w.next.resize(n);
+    w.version.assign(n, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        w.prev[i] = static_cast<std::int32_t>(i) - 1;
+        w.next[i] = i + 1 < n ? static_cast<std::int32_t>(i + 1) : -1;
+    }
+    using Candidate = MergeScratch::Candidate;
+    const auto later = [](const Candidate& a, const Candidate& b) {
+        return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
+    };
+    auto& heap = w.heap;
+    heap.clear();
+    const auto consider = [&](std::int32_t l, std::int32_t r) {
+        const auto li = static_cast<std::size_t>(l), ri = static_cast<std::size_t>(r);
+        const MergeTable::Entry* m = merges.find(merge_key(syms[li], syms[ri]));
+        if (m == nullptr) return;
+        heap.push_back({m->rank, l, r, m->id, w.version[li], w.version[ri]});
+        std::push_heap(heap.begin(), heap.end(), later);
+    };
+    for (std::size_t i = 0; i + 1 < n; ++i) {
+        consider(static_cast<std::int32_t>(i), static_cast<std::int32_t>(i + 1));
+    }
+    while (!heap.empty()) {
+        std::pop_heap(heap.begin(), heap.end(), later);
+        const Candidate c = heap.back();
+        heap.pop_back();
+        const auto li = static_cast<std::size_t>(c.left), ri = static_cast<std::size_t>(c.right);
+        if (w.version[li] != c.left_version || w.version[ri] != c.right_version ||
+            w.next[li] != c.right) {
+            continue;  // stale: a neighbour merged since this pair was found
+        }
+        syms[li] = c.id;
+        ++w.version[li];
+        ++w.version[ri];  // the right node is gone
+        w.next[li] = w.next[ri];
+        if (w.next[li] >= 0) w.prev[static_cast<std::size_t>(w.next[li])] = c.left;
+        if (w.prev[li] >= 0) consider(w.prev[li], c.left);
+        if (w.next[li] >= 0) consider(c.left, w.next[li]);
+    }
+    // Node 0 is never removed (merges keep the left node): walk the list from it.
+    std::size_t out = 0;
+    for (std::int32_t i = 0; i >= 0; i = w.next[static_cast<std::size_t>(i)]) {
+        syms[out++] = syms[static_cast<std::size_t>(i)];
+    }
+    syms.resize(out);
+}
+
 /// A token's text for an error message, quoted, control bytes escaped.
 inline std::string bpe_quoted(std::string_view s) {
     constexpr char digits[] = "0123456789abcdef";
@@ -721,19 +794,13 @@ private:
     struct Work {
         detail::WordCache cache;
         std::vector<std::int32_t> cached;  // the cache's runs index this
-        std::vector<std::int32_t> syms, prev, next;
-        std::vector<std::uint32_t> version;
+        std::vector<std::int32_t> syms;
+        detail::MergeScratch merge;
         std::deque<std::string> prefixed;  // segments with add_prefix_space's ' ' in front
-        struct Candidate {
-            std::int32_t rank, left, right, id;
-            std::uint32_t left_version, right_version;
-        };
-        std::vector<Candidate> heap;
     };
 
     static constexpr std::uint64_t pair_key(std::int32_t a, std::int32_t b) noexcept {
-        return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(a)) << 32) |
-               static_cast<std::uint32_t>(b);
+        return detail::merge_key(a, b);
     }
 
     static std::optional<std::int32_t> opt(std::int32_t id) noexcept {
@@ -1036,63 +1103,12 @@ private:
                     " and there is no unknown token");
     }
 
-    // Merges the word's single-byte tokens into w.syms: always the adjacent pair with the lowest
-    // rank, leftmost on ties (tokenizers' Word::merge_all). Symbols form a linked list (a merge
-    // keeps the left node); candidates wait in a min-heap and are dropped when popped if either
-    // node changed since they were pushed.
+    // Merges the word's single-byte tokens into w.syms.
     void bpe(std::string_view word, Work& w) const {
-        const Vocab& v = *v_;
-        const std::size_t n = word.size();
-        w.syms.resize(n);
-        for (std::size_t i = 0; i < n; ++i)
+        w.syms.resize(word.size());
+        for (std::size_t i = 0; i < word.size(); ++i)
             w.syms[i] = single_byte(static_cast<unsigned char>(word[i]));
-        w.prev.resize(n);
-        w.next.resize(n);
-        w.version.assign(n, 0);
-        for (std::size_t i = 0; i < n; ++i) {
-            w.prev[i] = static_cast<std::int32_t>(i) - 1;
-            w.next[i] = i + 1 < n ? static_cast<std::int32_t>(i + 1) : -1;
-        }
-        using Candidate = Work::Candidate;
-        const auto later = [](const Candidate& a, const Candidate& b) {
-            return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
-        };
-        auto& heap = w.heap;
-        heap.clear();
-        const auto consider = [&](std::int32_t l, std::int32_t r) {
-            const auto li = static_cast<std::size_t>(l), ri = static_cast<std::size_t>(r);
-            const detail::MergeTable::Entry* m = v.merges.find(pair_key(w.syms[li], w.syms[ri]));
-            if (m == nullptr) return;
-            heap.push_back({m->rank, l, r, m->id, w.version[li], w.version[ri]});
-            std::push_heap(heap.begin(), heap.end(), later);
-        };
-        for (std::size_t i = 0; i + 1 < n; ++i) {
-            consider(static_cast<std::int32_t>(i), static_cast<std::int32_t>(i + 1));
-        }
-        while (!heap.empty()) {
-            std::pop_heap(heap.begin(), heap.end(), later);
-            const Candidate c = heap.back();
-            heap.pop_back();
-            const auto li = static_cast<std::size_t>(c.left),
-                       ri = static_cast<std::size_t>(c.right);
-            if (w.version[li] != c.left_version || w.version[ri] != c.right_version ||
-                w.next[li] != c.right) {
-                continue;  // stale: a neighbour merged since this pair was found
-            }
-            w.syms[li] = c.id;
-            ++w.version[li];
-            ++w.version[ri];  // the right node is gone
-            w.next[li] = w.next[ri];
-            if (w.next[li] >= 0) w.prev[static_cast<std::size_t>(w.next[li])] = c.left;
-            if (w.prev[li] >= 0) consider(w.prev[li], c.left);
-            if (w.next[li] >= 0) consider(c.left, w.next[li]);
-        }
-        // Node 0 is never removed (merges keep the left node): walk the list from it.
-        std::size_t out = 0;
-        for (std::int32_t i = 0; i >= 0; i = w.next[static_cast<std::size_t>(i)]) {
-            w.syms[out++] = w.syms[static_cast<std::size_t>(i)];
-        }
-        w.syms.resize(out);
+        detail::merge_by_rank(w.syms, v_->merges, w.merge);
     }
 
     std::shared_ptr<const Vocab> v_;

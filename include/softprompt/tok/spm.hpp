@@ -75,6 +75,7 @@
 
 #include "softprompt/error.hpp"
 #include "softprompt/io/mmap.hpp"
+#include "softprompt/tok/utf8.hpp"
 
 namespace softprompt::tok {
 
@@ -119,6 +120,18 @@ inline std::string quoted(std::string_view s) {
     return out + "'";
 }
 
+/// `s` without spaces at either end and with each run of spaces inside cut to one.
+inline std::string collapse_spaces(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (const char c : s) {
+        if (c == ' ' && (out.empty() || out.back() == ' ')) continue;
+        out += c;
+    }
+    if (!out.empty() && out.back() == ' ') out.pop_back();
+    return out;
+}
+
 }  // namespace detail
 
 /// SentencePiece piece types, numbered as SentencePiece and GGUF (`tokenizer.ggml.token_type`)
@@ -145,6 +158,17 @@ struct SpmOptions {
     /// A space in front of non-empty text (SentencePiece's add_dummy_prefix; GGUF's
     /// `tokenizer.ggml.add_space_prefix`).
     bool add_dummy_prefix = true;
+    /// SentencePiece's remove_extra_whitespaces (kSentencePiece rules only): spaces (U+0020) at
+    /// the start and end of the text are dropped and each run of them inside becomes one, before
+    /// the dummy prefix. Off for GGUF vocabularies (llama.cpp does not do it).
+    bool remove_extra_whitespaces = false;
+    /// SentencePiece's reading of bytes that are not UTF-8 (kSentencePiece rules only): each byte
+    /// that does not begin a well-formed character becomes U+FFFD (so encodes as the bytes of
+    /// U+FFFD). Off for GGUF vocabularies, where llama.cpp keeps the raw bytes.
+    bool replace_invalid_utf8 = false;
+    /// A `▁` (U+2581) in the text is a space (kSentencePiece rules only), as in SentencePiece and
+    /// llama.cpp, which both write the text's spaces as `▁` before matching pieces.
+    bool meta_space_is_space = false;
 };
 
 /// SentencePiece-style BPE tokenizer (llama2.c semantics; see the top of this file). Immutable;
@@ -491,6 +515,31 @@ private:
     void encode_sentencepiece(std::string_view input, std::vector<std::int32_t>& out) const {
         const Vocab& v = *v_;
         out.clear();
+        std::string replaced, collapsed;
+        if (v.options.replace_invalid_utf8) {
+            replaced = unicode::replace_invalid_bytes(input);
+            input = replaced;
+        }
+        if (v.options.remove_extra_whitespaces) {
+            collapsed = detail::collapse_spaces(input);
+            input = collapsed;
+        }
+        std::string spaced;
+        if (v.options.meta_space_is_space && input.find("\xE2\x96\x81") != input.npos) {
+            for (std::size_t i = 0; i < input.size(); ++i) {
+                if (input.compare(i, 3, "\xE2\x96\x81") == 0) {
+                    spaced += ' ';
+                    i += 2;
+                } else {
+                    spaced += input[i];
+                }
+            }
+            // SentencePiece drops trailing `▁`s too, whether spaces or `▁` in the text.
+            if (v.options.remove_extra_whitespaces) {
+                while (!spaced.empty() && spaced.back() == ' ') spaced.pop_back();
+            }
+            input = spaced;
+        }
         if (input.empty()) return;
         std::string text;
         text.reserve(input.size() + 1);
