@@ -28,9 +28,11 @@
 #include "fuzz/targets/dataset.hpp"
 #include "fuzz/targets/gguf.hpp"
 #include "fuzz/targets/hf_config.hpp"
+#include "fuzz/targets/hf_tokenizer.hpp"
 #include "fuzz/targets/llama2c.hpp"
 #include "fuzz/targets/llama2c_tokenizer.hpp"
 #include "fuzz/targets/safetensors.hpp"
+#include "fuzz/targets/spm_model.hpp"
 #include "fuzz/targets/training_state.hpp"
 #include "softprompt/io/hf_config.hpp"
 #include "softprompt/io/llama2c.hpp"
@@ -121,9 +123,11 @@ TEST(FuzzRegression, ReplayEveryCrashInput) {
         {"dataset", softprompt_fuzz::dataset},
         {"gguf", softprompt_fuzz::gguf},
         {"hf_config", softprompt_fuzz::hf_config},
+        {"hf_tokenizer", softprompt_fuzz::hf_tokenizer},
         {"llama2c", softprompt_fuzz::llama2c},
         {"llama2c_tokenizer", softprompt_fuzz::llama2c_tokenizer},
         {"safetensors", softprompt_fuzz::safetensors},
+        {"spm_model", softprompt_fuzz::spm_model},
         {"training_state", softprompt_fuzz::training_state},
     };
     ASSERT_TRUE(fs::is_directory(kRegressions)) << kRegressions;

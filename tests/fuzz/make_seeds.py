@@ -18,6 +18,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "tests", "data")
+ASSETS = os.path.join(ROOT, "..", "shared", "assets")  # the large real files, when beside the clone
 OUT = os.path.join(ROOT, "tests", "fuzz", "corpus")
 SPLIT = b"\0SPLIT\0"  # softprompt_fuzz::kSplit
 
@@ -332,8 +333,51 @@ def bpe_seeds():
     toy_merges = [l for l in merges.decode().split("\n")[1:] if l]
     put("bpe_hf_json", "tiny-gpt2-random.json", tokenizer_json(toy, toy_merges, unk_token="<unk>"))
     put("bpe_hf_json", "gpt2-cut.json", tokenizer_json(encoder, gpt2_merges[1:101]))
+    put("hf_tokenizer", "gpt2-cut.json", tokenizer_json(encoder, gpt2_merges[1:101]))
     put("bpe_hf_json", "gpt2-cut-pairs.json",
         tokenizer_json(encoder, gpt2_merges[1:51], pairs=True, ignore_merges=True))
+
+
+# ---- tokenizer.json and tokenizer.model ----------------------------------------------------------
+
+def cut_tokenizer_json(path, keep_ids, max_merges=300, max_added=6):
+    """A real tokenizer.json cut to ids below keep_ids, the merges among them and a few added
+    tokens (renumbered after the vocabulary); normalizer, pre-tokenizer, post-processor and
+    decoder stay as they are."""
+    with open(path, encoding="utf-8") as f:
+        root = json.load(f)
+    model = root["model"]
+    vocab = {t: i for t, i in model["vocab"].items() if i < keep_ids}
+    merges = []
+    for m in model["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        if a in vocab and b in vocab and a + b in vocab:
+            merges.append(m)
+        if len(merges) == max_merges:
+            break
+    model["vocab"], model["merges"] = vocab, merges
+    added = [a for a in root["added_tokens"] if a["id"] < keep_ids]
+    renumber = {}
+    for a in root["added_tokens"]:
+        if a["id"] >= keep_ids and len(renumber) < max_added:
+            renumber[a["content"]] = keep_ids + len(renumber)
+            added.append(dict(a, id=renumber[a["content"]]))
+    root["added_tokens"] = added
+    post = root.get("post_processor") or {}
+    for special in (post.get("special_tokens") or {}).values():
+        special["ids"] = [renumber.get(t, vocab.get(t, 0)) for t in special["tokens"]]
+    return json.dumps(root, ensure_ascii=False, separators=(",", ":"))
+
+
+def tokenizer_seeds():
+    hf = os.path.join(ASSETS, "tokenizers", "hf")
+    for name, keep in (("llama2", 600), ("llama3", 700), ("qwen3", 700)):
+        path = os.path.join(hf, name, "tokenizer.json")
+        if os.path.exists(path):
+            put("hf_tokenizer", name + "-cut.json", cut_tokenizer_json(path, keep))
+        else:
+            print("make_seeds.py: %s not found, its seed is not rewritten" % path, file=sys.stderr)
+    put("spm_model", "tok512.model", read("tokenizers", "tok512.model"))
 
 
 # ---- adapters and training state -----------------------------------------------------------------
@@ -409,7 +453,7 @@ def dataset_seeds():
 
 def main():
     for make in (safetensors_seeds, gguf_seeds, llama2c_seeds, hf_config_seeds, bpe_seeds,
-                 adapter_seeds, training_state_seeds, dataset_seeds):
+                 tokenizer_seeds, adapter_seeds, training_state_seeds, dataset_seeds):
         make()
     total = 0
     for folder, _, files in os.walk(OUT):
