@@ -469,7 +469,7 @@ TEST(UnicodeNormalization, MatchesUnicodedata) {
     std::size_t n = 0;
     for (const auto& row : j["rows"]) {
         const std::string text = row[0].get<std::string>();
-        for (int f = 0; f < 4; ++f) {
+        for (std::size_t f = 0; f < 4; ++f) {
             ASSERT_EQ(tok::unicode::normalize_utf8(text, forms[f]), row[f + 1].get<std::string>())
                 << "form " << f << " of " << row[0].dump();
         }

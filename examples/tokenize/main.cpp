@@ -1,0 +1,162 @@
+// Tokenize text, or decode ids, with a model's own tokenizer file.
+//
+//   tokenize TOKENIZER [--text TEXT]... [--no-add-special] [--specials-as-text] [--pieces]
+//   tokenize TOKENIZER --decode [--skip-special] [--text "ID ID ..."]...
+//
+// TOKENIZER is a Hugging Face tokenizer.json, a SentencePiece tokenizer.model, a GGUF file with a
+// SentencePiece vocabulary, or a model folder holding tokenizer.json (preferred) or
+// tokenizer.model. Each --text, or else each line of stdin, gives one line of output: the ids
+// separated by spaces (with --pieces, each token's stored text in brackets after its id).
+//
+// As the Hugging Face tokenizers do by default, the tokens of the post-processor (BOS, for
+// Llama 2 and SentencePiece files) are added and added tokens written in the text (`<|im_start|>`)
+// are recognised; --no-add-special and --specials-as-text turn that off. --decode reads lines of
+// ids and prints their text (--skip-special leaves out special tokens, tokenizer.json only).
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <softprompt/io/gguf.hpp>
+#include <softprompt/tok/hf_tokenizer.hpp>
+#include <softprompt/tok/spm_model.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace softprompt;
+
+namespace {
+
+struct Options {
+    bool add_special = true;
+    bool specials_as_text = false;
+    bool skip_special = false;
+};
+
+/// One of the tokenizer kinds this example reads, behind one encode/decode.
+class AnyTokenizer {
+public:
+    static AnyTokenizer open(const std::string& path) {
+        namespace fs = std::filesystem;
+        fs::path file = path;
+        if (fs::is_directory(file)) {
+            if (fs::exists(file / "tokenizer.json")) {
+                file /= "tokenizer.json";
+            } else if (fs::exists(file / "tokenizer.model")) {
+                file /= "tokenizer.model";
+            } else {
+                throw Error(path + ": the folder has neither tokenizer.json nor tokenizer.model");
+            }
+        }
+        AnyTokenizer t;
+        const std::string ext = file.extension().string();
+        if (ext == ".json") {
+            t.hf_ = tok::HfTokenizer::from_file(file.string());
+        } else if (ext == ".model") {
+            t.spm_ = tok::load_sentencepiece_model(file.string());
+        } else if (ext == ".gguf") {
+            t.spm_ = io::load_gguf_spm_tokenizer(file.string());
+        } else {
+            throw Error(file.string() +
+                        ": not a tokenizer this example reads (tokenizer.json, tokenizer.model, "
+                        ".gguf, or a folder holding one)");
+        }
+        return t;
+    }
+
+    std::vector<std::int32_t> encode(const std::string& text, const Options& o) const {
+        if (hf_) {
+            return hf_->encode(text,
+                               o.specials_as_text ? tok::SpecialTokens::as_text
+                                                  : tok::SpecialTokens::recognised,
+                               o.add_special);
+        }
+        return spm_->encode(text, o.add_special, /*add_eos=*/false);
+    }
+
+    std::string decode(const std::vector<std::int32_t>& ids, const Options& o) const {
+        return hf_ ? hf_->decode(ids, o.skip_special) : spm_->decode(ids);
+    }
+
+    std::string piece(std::int32_t id) const {
+        return hf_ ? hf_->id_to_token(id) : std::string(spm_->piece(id));
+    }
+
+private:
+    std::optional<tok::HfTokenizer> hf_;
+    std::optional<tok::SpmTokenizer> spm_;
+};
+
+std::vector<std::int32_t> parse_ids(const std::string& line) {
+    std::vector<std::int32_t> ids;
+    std::istringstream in(line);
+    std::string word;
+    while (in >> word) {
+        std::size_t used = 0;
+        long long v = 0;
+        try {
+            v = std::stoll(word, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != word.size() || v < INT32_MIN || v > INT32_MAX) {
+            throw Error("--decode: \"" + word + "\" is not a token id");
+        }
+        ids.push_back(static_cast<std::int32_t>(v));
+    }
+    return ids;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Tokenize text, or decode ids, with a model's tokenizer file"};
+    std::string path;
+    std::vector<std::string> texts;
+    Options o;
+    bool decode = false, pieces = false, no_add_special = false;
+    app.add_option("tokenizer", path,
+                   "tokenizer.json, tokenizer.model, a .gguf, or a folder holding one")
+        ->required();
+    app.add_option("--text", texts, "text to encode (or ids to decode); else each line of stdin");
+    app.add_flag("--no-add-special", no_add_special,
+                 "do not add the post-processor's tokens (BOS)");
+    app.add_flag("--specials-as-text", o.specials_as_text,
+                 "encode added tokens written in the text as plain text");
+    app.add_flag("--pieces", pieces, "print each id's stored token text after it");
+    app.add_flag("--decode", decode, "read token ids, print their text");
+    app.add_flag("--skip-special", o.skip_special, "with --decode: leave out special tokens");
+    CLI11_PARSE(app, argc, argv);
+    o.add_special = !no_add_special;
+
+    try {
+        const AnyTokenizer t = AnyTokenizer::open(path);
+        auto one = [&](const std::string& line) {
+            if (decode) {
+                std::cout << t.decode(parse_ids(line), o) << '\n';
+                return;
+            }
+            const std::vector<std::int32_t> ids = t.encode(line, o);
+            for (std::size_t k = 0; k < ids.size(); ++k) {
+                if (k) std::cout << ' ';
+                std::cout << ids[k];
+                if (pieces) std::cout << '[' << t.piece(ids[k]) << ']';
+            }
+            std::cout << '\n';
+        };
+        if (!texts.empty()) {
+            for (const std::string& text : texts) one(text);
+        } else {
+            std::string line;
+            while (std::getline(std::cin, line)) one(line);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tokenize: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
