@@ -18,10 +18,12 @@
 #include <random>
 #include <softprompt/io/hf_checkpoint.hpp>
 #include <softprompt/io/hf_config.hpp>
+#include <softprompt/io/open_model.hpp>
 #include <softprompt/io/safetensors.hpp>
 #include <softprompt/softprompt.hpp>
 #include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "golden_model.hpp"
@@ -1044,6 +1046,64 @@ TEST(HfCheckpoint, NewerFamiliesRoundTripBitForBit) {
     for (const char* file :
          {"golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json", "golden_mistral.json"})
         check_round_trip<Llama>(file);
+}
+
+// open_model: the family comes from the file, and the model is the one the typed loader gives.
+TEST(OpenModel, TheFileDecidesTheFamily) {
+    auto same_logits = [](const nn::AnyModel<float>& any, const auto& typed,
+                          const nn::TokenBatch& batch) {
+        return std::visit(
+            [&](const auto& m) {
+                return bitwise_equal(logits_of(m, batch), logits_of(typed, batch));
+            },
+            any);
+    };
+    {
+        const GoldenModel g("golden_gpt2.json");
+        TempDir dir;
+        save_hf(dir.path().string(), g.model<Gpt2>());
+        const nn::AnyModel<float> any = open_model(dir.path().string());
+        ASSERT_TRUE((std::holds_alternative<nn::Model<Gpt2, float>>(any)));
+        EXPECT_EQ(nn::architecture_of(any), "gpt2");
+        EXPECT_EQ(nn::config_of(any).dim, g.config.dim);
+        EXPECT_TRUE(same_logits(any, load_hf<Gpt2>(dir.path().string()), g.batch));
+    }
+    for (const char* file : {"golden_llama_gqa.json", "golden_llama3.json", "golden_qwen2.json",
+                             "golden_qwen3.json", "golden_mistral.json"}) {
+        SCOPED_TRACE(file);
+        const GoldenModel g(file);
+        TempDir dir;
+        save_hf(dir.path().string(), g.model<Llama>());
+        const nn::AnyModel<float> any = open_model(dir.path().string());
+        ASSERT_TRUE((std::holds_alternative<nn::Model<Llama, float>>(any)));
+        EXPECT_EQ(nn::architecture_of(any), "llama");
+        EXPECT_EQ(nn::config_of(any).qkv_bias, g.config.qkv_bias);
+        EXPECT_EQ(nn::config_of(any).qk_norm, g.config.qk_norm);
+        EXPECT_TRUE(same_logits(any, load_hf<Llama>(dir.path().string()), g.batch));
+    }
+    // GGUF by its magic bytes, whatever the name; anything else is a llama2.c checkpoint.
+    nn::TokenBatch batch;
+    batch.batch = 1;
+    batch.seq = 4;
+    batch.ids = {1, 403, 407, 261};
+    const fs::path models = test_data_dir() / "models";
+    TempDir dir;
+    fs::copy_file(models / "stories260K.gguf", dir / "model.bin");
+    const nn::AnyModel<float> gguf = open_model((dir / "model.bin").string());
+    ASSERT_TRUE((std::holds_alternative<nn::Model<Llama, float>>(gguf)));
+    EXPECT_TRUE(same_logits(gguf, load_gguf_llama((models / "stories260K.gguf").string()), batch));
+    EXPECT_EQ(model_file_kind((models / "stories260K.bin").string()), ModelFileKind::kLlama2c);
+    const nn::AnyModel<float> l2c = open_model((models / "stories260K.bin").string());
+    EXPECT_TRUE(
+        same_logits(l2c, load_llama2c<float>((models / "stories260K.bin").string()), batch));
+
+    // A family the library does not implement, and a path that is not there, say so.
+    TempDir bert;
+    std::ofstream(bert / "config.json") << R"({"model_type": "bert", "hidden_size": 8})";
+    const std::string e = error_of<ConfigError>([&] { (void)open_model(bert.path().string()); });
+    EXPECT_TRUE(contains(e, "model_type") && contains(e, "bert")) << e;
+    const std::string missing = (dir / "no-such-model.bin").string();
+    EXPECT_TRUE(contains(error_of<IoError>([&] { (void)open_model(missing); }), missing));
 }
 
 // A BF16 checkpoint of each family against the float64 reference: the weights are rounded to 8

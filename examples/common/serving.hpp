@@ -1,5 +1,5 @@
 #pragma once
-// Serving saved PEFT adapters with one frozen LLaMA-family model, as examples/generate and
+// Serving saved PEFT adapters with one frozen model of any family, as examples/generate and
 // examples/serve_many do. An adapter folder becomes either a prompt cache — the keys/values of a
 // soft prompt (prompt tuning, P-tuning) or of a prefix (prefix tuning), computed once and shared
 // by every request that uses it — or, for LoRA, which changes weights, a copy of the model with the
@@ -20,30 +20,31 @@
 namespace serving {
 
 using namespace softprompt;
-using Model = nn::Model<nn::Llama, float>;
 
+template <class Arch>
 struct Adapter {
     std::string name;              // the folder's name
     std::string about;             // "prompt tuning, 8 virtual tokens", "LoRA, rank 8, ..."
     nn::PromptCache<float> cache;  // prompt-based: the virtual tokens' keys/values
-    std::optional<Model> merged;   // LoRA: the model with the update added to its weights
+    std::optional<nn::Model<Arch, float>> merged;  // LoRA: the model with the update added
 };
 
 /// Load the PEFT adapter folder `dir` for `model`. An adapter made for a model of another shape
 /// fails here with the library's error, which names the file, the field or tensor, and both shapes;
 /// it reaches the caller prefixed with the folder, so that among several the culprit is plain.
-inline Adapter load_adapter(const Model& model, const std::string& dir) {
+template <class Arch>
+Adapter<Arch> load_adapter(const nn::Model<Arch, float>& model, const std::string& dir) {
     const nn::Config& c = model.config;
     peft::LoadedAdapter loaded;
-    std::unique_ptr<peft::Lora<nn::Llama, float>> lora;
+    std::unique_ptr<peft::Lora<Arch, float>> lora;
     try {
         loaded = peft::load_adapter(dir, c);
-        if (loaded.kind == peft::MethodKind::kLora) lora = peft::lora_method<nn::Llama>(loaded, c);
+        if (loaded.kind == peft::MethodKind::kLora) lora = peft::lora_method<Arch>(loaded, c);
     } catch (const Error& e) {
         throw Error("adapter '" + dir + "': " + e.what());
     }
     const std::filesystem::path path = std::filesystem::path(dir).lexically_normal();
-    Adapter a;
+    Adapter<Arch> a;
     a.name = (path.has_filename() ? path.filename() : path.parent_path().filename()).string();
     const std::string P = std::to_string(loaded.prompt_embeddings.rows());
     switch (loaded.kind) {
@@ -82,10 +83,11 @@ struct Request {
 /// Generate for every request at once: one batch on the frozen model for the requests with a
 /// prompt-based adapter or none, one on each LoRA adapter's merged model for its requests. The
 /// results are in the order of the requests; `stats`, when given, receives the sum over batches.
-inline std::vector<nn::GenerationResult> serve(const Model& model,
-                                               const std::vector<Adapter>& adapters,
-                                               const std::vector<Request>& requests,
-                                               nn::GenerationStats* stats = nullptr) {
+template <class Arch>
+std::vector<nn::GenerationResult> serve(const nn::Model<Arch, float>& model,
+                                        const std::vector<Adapter<Arch>>& adapters,
+                                        const std::vector<Request>& requests,
+                                        nn::GenerationStats* stats = nullptr) {
     std::map<int, std::vector<std::size_t>> batches;  // -1: the frozen model; i: LoRA adapter i
     for (std::size_t i = 0; i < requests.size(); ++i) {
         const int a = requests[i].adapter;

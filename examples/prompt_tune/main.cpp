@@ -1,11 +1,15 @@
-// Train a soft prompt, prefix, P-tuning encoder or LoRA adapter for a llama2.c model on a data file
+// Train a soft prompt, prefix, P-tuning encoder or LoRA adapter for a frozen model on a data file
 // and write it as a Hugging Face PEFT adapter folder (plus a training-state file to resume from).
 //
-//   prompt_tune MODEL.bin TOKENIZER.bin DATA.{jsonl,tsv} --method prompt --out ADAPTER_DIR
+//   prompt_tune MODEL TOKENIZER DATA.{jsonl,tsv} --method prompt --out ADAPTER_DIR
 //       [--text-field text | --input-field text --target-field label]
 //       [--input-suffix " Answer:"] [--target-prefix " "] [--label "1=spam" --label "0=ham"]
 //       [--virtual-tokens 20] [--steps N | --epochs N] [--lr 0.03] [--batch-size 8] [--eval FILE]
 //       [--seed 0] [--resume]
+//
+// MODEL is whatever io::open_model reads (a Hugging Face model folder of any supported family, a
+// GGUF file, a llama2.c checkpoint); TOKENIZER is a tokenizer.json, tokenizer.model, .gguf,
+// llama2.c tokenizer.bin, or a folder holding one ("-" for the model folder's own).
 //
 // Causal-LM data (--text-field) learns every next token of each text; input/target data learns
 // only the target tokens after the input (classification by label words when --label maps values
@@ -19,7 +23,10 @@
 #include <memory>
 #include <softprompt/softprompt.hpp>
 #include <string>
+#include <variant>
 #include <vector>
+
+#include "../common/tokenizer_file.hpp"
 
 using namespace softprompt;
 
@@ -31,7 +38,7 @@ struct DataOptions {
 };
 
 train::Dataset load_data(const std::string& path, const DataOptions& o,
-                         const tok::SpmTokenizer& tokenizer, std::size_t max_tokens) {
+                         const examples::TokenizerFile& tokenizer, std::size_t max_tokens) {
     const bool tsv = path.size() > 4 && path.substr(path.size() - 4) == ".tsv";
     const std::vector<train::Record> records =
         tsv ? train::read_tsv(path) : train::read_jsonl(path);
@@ -39,7 +46,7 @@ train::Dataset load_data(const std::string& path, const DataOptions& o,
     for (std::size_t i = 0; i < records.size(); ++i) {
         if (!o.text_field.empty()) {
             std::vector<std::int32_t> ids =
-                tokenizer.encode(train::field(records[i], o.text_field, i), true, false);
+                tokenizer.encode(train::field(records[i], o.text_field, i));
             if (ids.size() > max_tokens) ids.resize(max_tokens);
             if (ids.size() >= 2) data.add(train::causal_lm_example(std::move(ids)));
             continue;
@@ -52,10 +59,12 @@ train::Dataset load_data(const std::string& path, const DataOptions& o,
                                   target + "'");
             target = it->second;
         }
-        std::vector<std::int32_t> input = tokenizer.encode(
-            train::field(records[i], o.input_field, i) + o.input_suffix, true, false);
-        // The target continues the input: encode it without SentencePiece's dummy-prefix space.
-        std::vector<std::int32_t> answer = tokenizer.encode(o.target_prefix + target, false, false);
+        std::vector<std::int32_t> input =
+            tokenizer.encode(train::field(records[i], o.input_field, i) + o.input_suffix);
+        // The target continues the input: encode it with no BOS, and without SentencePiece's
+        // dummy-prefix space.
+        std::vector<std::int32_t> answer =
+            tokenizer.encode(o.target_prefix + target, {.add_special = false});
         if (!answer.empty() && answer.front() == tokenizer.find(" ").value_or(-1))
             answer.erase(answer.begin());
         if (input.size() + answer.size() > max_tokens) {
@@ -74,7 +83,7 @@ train::Dataset load_data(const std::string& path, const DataOptions& o,
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Train a PEFT adapter for a frozen llama2.c model (softprompt)"};
+    CLI::App app{"Train a PEFT adapter for a frozen model (softprompt)"};
     std::string model_path, tokenizer_path, data_path, eval_path, out_dir, method_name = "prompt";
     DataOptions data_options;
     std::vector<std::string> label_args;
@@ -84,12 +93,14 @@ int main(int argc, char** argv) {
     std::size_t batch_size = 8, max_tokens = 256;
     std::uint64_t seed = 0;
     bool resume = false;
-    app.add_option("model", model_path, "llama2.c checkpoint")
+    app.add_option("model", model_path,
+                   "Hugging Face model folder, GGUF file or llama2.c checkpoint")
         ->required()
-        ->check(CLI::ExistingFile);
-    app.add_option("tokenizer", tokenizer_path, "llama2.c tokenizer.bin")
-        ->required()
-        ->check(CLI::ExistingFile);
+        ->check(CLI::ExistingPath);
+    app.add_option("tokenizer", tokenizer_path,
+                   "tokenizer.json, tokenizer.model, .gguf, tokenizer.bin, or - for the model "
+                   "folder's own")
+        ->required();
     app.add_option("data", data_path, "training data (.jsonl or .tsv with a header row)")
         ->required()
         ->check(CLI::ExistingFile);
@@ -133,83 +144,97 @@ int main(int argc, char** argv) {
                 throw ConfigError("--label '" + l + "': expected VALUE=WORDS");
             data_options.labels[l.substr(0, eq)] = l.substr(eq + 1);
         }
-        const auto model = io::load_llama2c<float>(model_path);
+        const nn::AnyModel<float> any = io::open_model<float>(model_path);
         const auto tokenizer =
-            tok::SpmTokenizer::from_llama2c(tokenizer_path, std::int32_t(model.config.vocab_size));
+            examples::TokenizerFile::open(tokenizer_path == "-" ? model_path : tokenizer_path,
+                                          std::int32_t(nn::config_of(any).vocab_size));
+        if (tokenizer.vocab_size() > nn::config_of(any).vocab_size)
+            throw ConfigError(tokenizer_path + " has " + std::to_string(tokenizer.vocab_size()) +
+                              " tokens but the model's vocab_size is " +
+                              std::to_string(nn::config_of(any).vocab_size));
         const train::Dataset data = load_data(data_path, data_options, tokenizer, max_tokens);
         const train::Dataset eval = eval_path.empty()
                                         ? train::Dataset()
                                         : load_data(eval_path, data_options, tokenizer, max_tokens);
 
-        Rng rng(seed);
-        std::unique_ptr<peft::Method<float>> method;
-        if (method_name == "prompt") {
-            method = std::make_unique<peft::PromptTuning<float>>(
-                model.config, peft::init_from_vocab(model, virtual_tokens, rng, 5000));
-        } else if (method_name == "prefix") {
-            method = std::make_unique<peft::PrefixTuning<float>>(
-                model.config,
-                peft::init_prefix_from_text(
-                    model, tokenizer.encode("Once upon a time", true, false), virtual_tokens));
-        } else if (method_name == "prefix-mlp") {
-            method = std::make_unique<peft::PrefixTuning<float>>(
-                model.config,
-                peft::PrefixTuningOptions{.num_virtual_tokens = virtual_tokens,
-                                          .projection = true,
-                                          .encoder_hidden_size = 0},
-                rng);
-        } else if (method_name == "lora") {
-            method = std::make_unique<peft::Lora<nn::Llama, float>>(
-                model.config,
-                peft::LoraOptions{.rank = lora_rank, .alpha = 2.0 * double(lora_rank)}, rng);
-        } else {
-            method = std::make_unique<peft::PTuning<float>>(
-                model.config,
-                peft::PTuningOptions{.num_virtual_tokens = virtual_tokens,
-                                     .encoder = method_name == "p-tuning"
-                                                    ? peft::PromptEncoderType::kMlp
-                                                    : peft::PromptEncoderType::kLstm,
-                                     .encoder_hidden_size = 0,
-                                     .encoder_num_layers = 2},
-                rng);
-        }
-        std::fprintf(stderr, "%s: %s\n", method_name.c_str(),
-                     peft::summarize(*method, model).to_string().c_str());
+        std::visit(
+            [&](const auto& model) {
+                using Arch = typename std::decay_t<decltype(model)>::Architecture;
+                Rng rng(seed);
+                std::unique_ptr<peft::Method<float>> method;
+                if (method_name == "prompt") {
+                    method = std::make_unique<peft::PromptTuning<float>>(
+                        model.config, peft::init_from_vocab(model, virtual_tokens, rng, 5000));
+                } else if (method_name == "prefix") {
+                    method = std::make_unique<peft::PrefixTuning<float>>(
+                        model.config,
+                        peft::init_prefix_from_text(model, tokenizer.encode("Once upon a time"),
+                                                    virtual_tokens));
+                } else if (method_name == "prefix-mlp") {
+                    method = std::make_unique<peft::PrefixTuning<float>>(
+                        model.config,
+                        peft::PrefixTuningOptions{.num_virtual_tokens = virtual_tokens,
+                                                  .projection = true,
+                                                  .encoder_hidden_size = 0},
+                        rng);
+                } else if (method_name == "lora") {
+                    method = std::make_unique<peft::Lora<Arch, float>>(
+                        model.config,
+                        peft::LoraOptions{.rank = lora_rank, .alpha = 2.0 * double(lora_rank)},
+                        rng);
+                } else {
+                    method = std::make_unique<peft::PTuning<float>>(
+                        model.config,
+                        peft::PTuningOptions{.num_virtual_tokens = virtual_tokens,
+                                             .encoder = method_name == "p-tuning"
+                                                            ? peft::PromptEncoderType::kMlp
+                                                            : peft::PromptEncoderType::kLstm,
+                                             .encoder_hidden_size = 0,
+                                             .encoder_num_layers = 2},
+                        rng);
+                }
+                std::fprintf(stderr, "%s: %s\n", method_name.c_str(),
+                             peft::summarize(*method, model).to_string().c_str());
 
-        optim::AdamW<float> optimizer(method->parameters(), {.lr = lr, .weight_decay = 0.0});
-        train::TrainerOptions options;
-        options.epochs = epochs;
-        options.max_steps = steps;
-        options.batch_size = batch_size;
-        options.seed = seed;
-        options.max_grad_norm = 1.0;
-        options.metrics_csv = (std::filesystem::path(out_dir) / "metrics.csv").string();
-        std::filesystem::create_directories(out_dir);
-        train::Trainer<nn::Llama, float> probe(model, *method, optimizer, options);
-        const std::int64_t total = probe.total_steps(data);
-        options.schedule =
-            optim::LrSchedule::warmup_linear(lr, std::max<std::int64_t>(1, total / 10), total);
-        options.eval_every = eval.empty() ? 0 : std::max<std::int64_t>(1, total / 5);
-        train::Trainer<nn::Llama, float> trainer(model, *method, optimizer, options);
-        const std::string state_path =
-            (std::filesystem::path(out_dir) / peft::kTrainingState).string();
-        if (resume) trainer.load_state(peft::load_training_state(state_path));
+                optim::AdamW<float> optimizer(method->parameters(),
+                                              {.lr = lr, .weight_decay = 0.0});
+                train::TrainerOptions options;
+                options.epochs = epochs;
+                options.max_steps = steps;
+                options.batch_size = batch_size;
+                options.seed = seed;
+                options.max_grad_norm = 1.0;
+                options.metrics_csv = (std::filesystem::path(out_dir) / "metrics.csv").string();
+                std::filesystem::create_directories(out_dir);
+                train::Trainer<Arch, float> probe(model, *method, optimizer, options);
+                const std::int64_t total = probe.total_steps(data);
+                options.schedule = optim::LrSchedule::warmup_linear(
+                    lr, std::max<std::int64_t>(1, total / 10), total);
+                options.eval_every = eval.empty() ? 0 : std::max<std::int64_t>(1, total / 5);
+                train::Trainer<Arch, float> trainer(model, *method, optimizer, options);
+                const std::string state_path =
+                    (std::filesystem::path(out_dir) / peft::kTrainingState).string();
+                if (resume) trainer.load_state(peft::load_training_state(state_path));
 
-        if (!eval.empty()) {
-            const auto base = train::evaluate<nn::Llama, float>(model, nullptr, eval);
-            std::fprintf(stderr, "base model on --eval: loss %.4f, perplexity %.2f\n", base.loss,
-                         base.perplexity);
-        }
-        const train::TrainReport report = trainer.fit(data, eval.empty() ? nullptr : &eval);
-        peft::save_adapter(out_dir, *method, model, model_path);
-        peft::save_training_state(state_path, trainer.state(), method_name);
-        std::fprintf(stderr, "trained %lld steps in %.1f s (%.0f tokens/s), last loss %.4f\n",
-                     static_cast<long long>(report.steps), report.seconds, report.tokens_per_second,
-                     report.last_loss);
-        if (report.final_eval)
-            std::fprintf(stderr, "held-out: loss %.4f, perplexity %.2f, token accuracy %.1f%%\n",
-                         report.final_eval->loss, report.final_eval->perplexity,
-                         100.0 * report.final_eval->token_accuracy);
+                if (!eval.empty()) {
+                    const auto base = train::evaluate<Arch, float>(model, nullptr, eval);
+                    std::fprintf(stderr, "base model on --eval: loss %.4f, perplexity %.2f\n",
+                                 base.loss, base.perplexity);
+                }
+                const train::TrainReport report = trainer.fit(data, eval.empty() ? nullptr : &eval);
+                peft::save_adapter(out_dir, *method, model, model_path);
+                peft::save_training_state(state_path, trainer.state(), method_name);
+                std::fprintf(stderr,
+                             "trained %lld steps in %.1f s (%.0f tokens/s), last loss %.4f\n",
+                             static_cast<long long>(report.steps), report.seconds,
+                             report.tokens_per_second, report.last_loss);
+                if (report.final_eval)
+                    std::fprintf(stderr,
+                                 "held-out: loss %.4f, perplexity %.2f, token accuracy %.1f%%\n",
+                                 report.final_eval->loss, report.final_eval->perplexity,
+                                 100.0 * report.final_eval->token_accuracy);
+            },
+            any);
         std::printf("%s\n", out_dir.c_str());
     } catch (const Error& e) {
         std::fprintf(stderr, "prompt_tune: %s\n", e.what());

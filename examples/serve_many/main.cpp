@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
         }
         answers.resize(adapter_dirs.size(), nullptr);
 
-        std::vector<serving::Adapter> adapters;
+        std::vector<serving::Adapter<nn::Llama>> adapters;
         std::printf("Adapters, loaded from their PEFT folders:\n");
         for (const std::string& dir : adapter_dirs) {
             adapters.push_back(serving::load_adapter(model, dir));

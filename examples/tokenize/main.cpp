@@ -17,79 +17,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <filesystem>
 #include <iostream>
-#include <optional>
-#include <softprompt/io/gguf.hpp>
-#include <softprompt/tok/hf_tokenizer.hpp>
-#include <softprompt/tok/spm_model.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "../common/tokenizer_file.hpp"
+
 using namespace softprompt;
 
 namespace {
-
-struct Options {
-    bool add_special = true;
-    bool specials_as_text = false;
-    bool skip_special = false;
-};
-
-/// One of the tokenizer kinds this example reads, behind one encode/decode.
-class AnyTokenizer {
-public:
-    static AnyTokenizer open(const std::string& path) {
-        namespace fs = std::filesystem;
-        fs::path file = path;
-        if (fs::is_directory(file)) {
-            if (fs::exists(file / "tokenizer.json")) {
-                file /= "tokenizer.json";
-            } else if (fs::exists(file / "tokenizer.model")) {
-                file /= "tokenizer.model";
-            } else {
-                throw Error(path + ": the folder has neither tokenizer.json nor tokenizer.model");
-            }
-        }
-        AnyTokenizer t;
-        const std::string ext = file.extension().string();
-        if (ext == ".json") {
-            t.hf_ = tok::HfTokenizer::from_file(file.string());
-        } else if (ext == ".model") {
-            t.spm_ = tok::load_sentencepiece_model(file.string());
-        } else if (ext == ".gguf") {
-            t.spm_ = io::load_gguf_spm_tokenizer(file.string());
-        } else {
-            throw Error(file.string() +
-                        ": not a tokenizer this example reads (tokenizer.json, tokenizer.model, "
-                        ".gguf, or a folder holding one)");
-        }
-        return t;
-    }
-
-    std::vector<std::int32_t> encode(const std::string& text, const Options& o) const {
-        if (hf_) {
-            return hf_->encode(text,
-                               o.specials_as_text ? tok::SpecialTokens::as_text
-                                                  : tok::SpecialTokens::recognised,
-                               o.add_special);
-        }
-        return spm_->encode(text, o.add_special, /*add_eos=*/false);
-    }
-
-    std::string decode(const std::vector<std::int32_t>& ids, const Options& o) const {
-        return hf_ ? hf_->decode(ids, o.skip_special) : spm_->decode(ids);
-    }
-
-    std::string piece(std::int32_t id) const {
-        return hf_ ? hf_->id_to_token(id) : std::string(spm_->piece(id));
-    }
-
-private:
-    std::optional<tok::HfTokenizer> hf_;
-    std::optional<tok::SpmTokenizer> spm_;
-};
 
 std::vector<std::int32_t> parse_ids(const std::string& line) {
     std::vector<std::int32_t> ids;
@@ -117,8 +54,8 @@ int main(int argc, char** argv) {
     CLI::App app{"Tokenize text, or decode ids, with a model's tokenizer file"};
     std::string path;
     std::vector<std::string> texts;
-    Options o;
-    bool decode = false, pieces = false, no_add_special = false;
+    examples::EncodeOptions o;
+    bool decode = false, pieces = false, no_add_special = false, skip_special = false;
     app.add_option("tokenizer", path,
                    "tokenizer.json, tokenizer.model, a .gguf, or a folder holding one")
         ->required();
@@ -129,15 +66,15 @@ int main(int argc, char** argv) {
                  "encode added tokens written in the text as plain text");
     app.add_flag("--pieces", pieces, "print each id's stored token text after it");
     app.add_flag("--decode", decode, "read token ids, print their text");
-    app.add_flag("--skip-special", o.skip_special, "with --decode: leave out special tokens");
+    app.add_flag("--skip-special", skip_special, "with --decode: leave out special tokens");
     CLI11_PARSE(app, argc, argv);
     o.add_special = !no_add_special;
 
     try {
-        const AnyTokenizer t = AnyTokenizer::open(path);
+        const auto t = examples::TokenizerFile::open(path);
         auto one = [&](const std::string& line) {
             if (decode) {
-                std::cout << t.decode(parse_ids(line), o) << '\n';
+                std::cout << t.decode(parse_ids(line), skip_special) << '\n';
                 return;
             }
             const std::vector<std::int32_t> ids = t.encode(line, o);

@@ -18,6 +18,7 @@
 #include "softprompt/io/hf_config.hpp"
 #include "softprompt/io/llama2c.hpp"
 #include "softprompt/io/mmap.hpp"
+#include "softprompt/io/open_model.hpp"
 #include "softprompt/io/safetensors.hpp"
 #include "softprompt/kernels/activation.hpp"
 #include "softprompt/kernels/attention.hpp"

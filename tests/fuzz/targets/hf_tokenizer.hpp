@@ -23,10 +23,10 @@ inline void hf_tokenizer(std::string_view input) {
         const tok::HfTokenizer t = tok::HfTokenizer::from_json_text(input, "fuzz.json");
         for (const auto special : {tok::SpecialTokens::as_text, tok::SpecialTokens::recognised}) {
             for (const bool add_special : {false, true}) {
-                const std::vector<std::int32_t> ids =
-                    t.encode("Hello  world<s></s><|endoftext|> it's 42\n\n \xC3\xA9\xFF\xE2\x96\x81"
-                             "x\xEF\xAC\x81\xE3\x81\x8B\xE3\x82\x99 123456",
-                             special, add_special);
+                const std::vector<std::int32_t> ids = t.encode(
+                    "Hello  world<s></s><|endoftext|> it's 42\n\n \xC3\xA9\xFF\xE2\x96\x81"
+                    "x\xEF\xAC\x81\xE3\x81\x8B\xE3\x82\x99 123456",
+                    special, add_special);
                 (void)t.decode(ids, add_special);
             }
         }

@@ -20,7 +20,8 @@ inline void spm_model(std::string_view input) {
                                            input.size());
     try {
         const tok::SpmTokenizer spm = tok::load_sentencepiece_model(bytes, "fuzz.model");
-        for (const char* text : {"", "Once upon a time", "  two  spaces \t\n\xE2\x96\x81\xFF\xC3"}) {
+        for (const char* text :
+             {"", "Once upon a time", "  two  spaces \t\n\xE2\x96\x81\xFF\xC3"}) {
             const std::vector<std::int32_t> ids = spm.encode(text, true, true);
             (void)spm.decode(ids);
         }
