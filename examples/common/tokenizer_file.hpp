@@ -5,6 +5,7 @@
 // vocab.json + merges.txt.
 
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include <softprompt/tok/bpe.hpp>
 #include <softprompt/tok/hf_tokenizer.hpp>
 #include <softprompt/tok/spm_model.hpp>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -144,5 +146,26 @@ private:
     std::optional<tok::BpeTokenizer> bpe_;
     std::vector<std::int32_t> hf_stop_;
 };
+
+/// Space-separated token ids, as --decode and --prompt-ids take them; ConfigError naming `option`
+/// and the word for anything that is not an id in [0, 2^31).
+inline std::vector<std::int32_t> parse_ids(const std::string& text, const std::string& option) {
+    std::vector<std::int32_t> ids;
+    std::istringstream in(text);
+    std::string word;
+    while (in >> word) {
+        std::size_t used = 0;
+        long long v = -1;
+        try {
+            v = std::stoll(word, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != word.size() || v < 0 || v > INT32_MAX)
+            throw ConfigError(option + ": \"" + word + "\" is not a token id");
+        ids.push_back(static_cast<std::int32_t>(v));
+    }
+    return ids;
+}
 
 }  // namespace examples

@@ -36,7 +36,6 @@
 #include <iostream>
 #include <optional>
 #include <softprompt/softprompt.hpp>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <variant>
@@ -97,25 +96,6 @@ Tokenizer open_tokenizer(const std::string& model_path, const std::string& token
     return t;
 }
 
-std::vector<std::int32_t> parse_ids(const std::string& text) {
-    std::vector<std::int32_t> ids;
-    std::istringstream in(text);
-    std::string word;
-    while (in >> word) {
-        std::size_t used = 0;
-        long long v = -1;
-        try {
-            v = std::stoll(word, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used != word.size() || v < 0 || v > INT32_MAX)
-            throw ConfigError("--prompt-ids: \"" + word + "\" is not a token id");
-        ids.push_back(static_cast<std::int32_t>(v));
-    }
-    return ids;
-}
-
 /// Writes the logits of every position of `prompt` (see the top of this file) to `path`, through
 /// a temporary file renamed into place, so that a failed run leaves no partial file.
 template <class Arch>
@@ -170,7 +150,8 @@ void run(const nn::Model<Arch, float>& model, const Options& o) {
                           "TOKENIZER, or the prompt as --prompt-ids");
     const bool print_ids = o.print_ids || !tokenizer.present();
     const std::vector<std::int32_t> prompt =
-        o.prompt_ids.empty() ? tokenizer.encode(o.prompt) : parse_ids(o.prompt_ids);
+        o.prompt_ids.empty() ? tokenizer.encode(o.prompt)
+                             : examples::parse_ids(o.prompt_ids, "--prompt-ids");
     if (prompt.empty())
         throw ConfigError("the prompt has no tokens (this tokenizer adds no BOS): give --prompt");
     if (!o.logits_path.empty()) {

@@ -18,37 +18,12 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "../common/tokenizer_file.hpp"
 
 using namespace softprompt;
-
-namespace {
-
-std::vector<std::int32_t> parse_ids(const std::string& line) {
-    std::vector<std::int32_t> ids;
-    std::istringstream in(line);
-    std::string word;
-    while (in >> word) {
-        std::size_t used = 0;
-        long long v = 0;
-        try {
-            v = std::stoll(word, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used != word.size() || v < INT32_MIN || v > INT32_MAX) {
-            throw Error("--decode: \"" + word + "\" is not a token id");
-        }
-        ids.push_back(static_cast<std::int32_t>(v));
-    }
-    return ids;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"Tokenize text, or decode ids, with a model's tokenizer file"};
@@ -74,7 +49,7 @@ int main(int argc, char** argv) {
         const auto t = examples::TokenizerFile::open(path);
         auto one = [&](const std::string& line) {
             if (decode) {
-                std::cout << t.decode(parse_ids(line), skip_special) << '\n';
+                std::cout << t.decode(examples::parse_ids(line, "--decode"), skip_special) << '\n';
                 return;
             }
             const std::vector<std::int32_t> ids = t.encode(line, o);
