@@ -84,8 +84,8 @@ TEST_P(RealTokenizerJson, MatchesTransformersJsOnTheCorpus) {
         check(lines[i], expected["lines"][i], name + " line " + std::to_string(i + 1));
     }
     check(corpus, expected["whole"], name + " whole corpus");
-    std::cout << "[ " << name << " ] " << lines.size() << " lines and the whole corpus ("
-              << tokens << " tokens) as transformers.js encodes and decodes them\n";
+    std::cout << "[ " << name << " ] " << lines.size() << " lines and the whole corpus (" << tokens
+              << " tokens) as transformers.js encodes and decodes them\n";
 }
 
 TEST_P(RealTokenizerJson, DecodeOfEncodeIsTheTextWhereLossless) {
@@ -225,21 +225,25 @@ TEST(HfPipeline, ByteFallbackUnknownAndFusedUnknown) {
     const std::vector<std::string> with_bytes = [&] {
         std::vector<std::string> v = vocab;
         constexpr char hex[] = "0123456789ABCDEF";
-        for (int b = 0; b < 256; ++b) v.push_back(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">");
+        for (int b = 0; b < 256; ++b)
+            v.push_back(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">");
         return v;
     }();
-    const HfTokenizer fallback = HfTokenizer::from_json_text(tokenizer_json(
-        with_bytes, {}, {{"model", {{"byte_fallback", true}, {"unk_token", "<unk>"}}},
-                         {"decoder", {{"type", "ByteFallback"}}}}));
+    const HfTokenizer fallback = HfTokenizer::from_json_text(
+        tokenizer_json(with_bytes, {},
+                       {{"model", {{"byte_fallback", true}, {"unk_token", "<unk>"}}},
+                        {"decoder", {{"type", "ByteFallback"}}}}));
     // "é" is C3 A9: ids 2 + byte.
     EXPECT_EQ(fallback.encode("a\xC3\xA9"), (Ids{1, 2 + 0xC3, 2 + 0xA9}));
     EXPECT_EQ(fallback.decode(fallback.encode("a\xC3\xA9")), "a\xC3\xA9");
     // Byte tokens that are not UTF-8 decode to U+FFFD, one per maximal ill-formed run.
-    EXPECT_EQ(fallback.decode(Ids{2 + 0xC3, 1}), "\xEF\xBF\xBD" "a");
+    EXPECT_EQ(fallback.decode(Ids{2 + 0xC3, 1}),
+              "\xEF\xBF\xBD"
+              "a");
 
     const auto unk = [&](bool fuse) {
-        return HfTokenizer::from_json_text(tokenizer_json(
-            vocab, {}, {{"model", {{"unk_token", "<unk>"}, {"fuse_unk", fuse}}}}));
+        return HfTokenizer::from_json_text(
+            tokenizer_json(vocab, {}, {{"model", {{"unk_token", "<unk>"}, {"fuse_unk", fuse}}}}));
     };
     EXPECT_EQ(unk(false).encode("xya"), (Ids{0, 0, 1}));
     EXPECT_EQ(unk(true).encode("xya"), (Ids{0, 1}));
@@ -261,20 +265,20 @@ TEST(HfPipeline, SplitBehaviours) {
     EXPECT_EQ(pieces(split("Isolated", false), "ab,,cd", w), (Strings{"ab", ",", ",", "c", "d"}));
     EXPECT_EQ(pieces(split("MergedWithPrevious", false), "ab,,cd", w),
               (Strings{"ab,", ",", "c", "d"}));
-    EXPECT_EQ(pieces(split("MergedWithNext", false), "ab,,cd", w),
-              (Strings{"ab", ",", ",cd"}));
+    EXPECT_EQ(pieces(split("MergedWithNext", false), "ab,,cd", w), (Strings{"ab", ",", ",cd"}));
     EXPECT_EQ(pieces(split("Contiguous", false), "ab,,cd", w), (Strings{"ab", ",,", "c", "d"}));
     // Inverted: the non-matches are the delimiters.
     EXPECT_EQ(pieces(split("Removed", true), "ab,,cd", w), (Strings{",", ","}));
 }
 
 TEST(HfPipeline, Llama3PatternSplitsAsTheRegex) {
-    const nlohmann::json pre = {{"type", "Split"},
-                                {"pattern", {{"Regex", std::string(tok::hf_detail::kLlama3Pattern)}}},
-                                {"behavior", "Isolated"},
-                                {"invert", false}};
-    const Strings words = {"I", " I", " ab", "'S", "'ll", " hello", ",world", "123", "4", "  ", " ", "\n", " \n\n",
-                           "!!", " !!", "x", "ab"};
+    const nlohmann::json pre = {
+        {"type", "Split"},
+        {"pattern", {{"Regex", std::string(tok::hf_detail::kLlama3Pattern)}}},
+        {"behavior", "Isolated"},
+        {"invert", false}};
+    const Strings words = {"I",  " I", " ab", "'S",    "'ll", " hello", ",world", "123", "4",
+                           "  ", " ",  "\n",  " \n\n", "!!",  " !!",    "x",      "ab"};
     // Contractions fold case; a letter run takes one non-letter in front; numbers go by three;
     // whitespace before a word leaves its last space to it; a newline run ends the whitespace.
     EXPECT_EQ(pieces(pre, "I'S I'll", words), (Strings{"I", "'S", " I", "'ll"}));
@@ -292,13 +296,26 @@ TEST(HfPipeline, MetaspacePrependSchemesAndSplit) {
                               {"prepend_scheme", scheme},
                               {"split", split}};
     };
-    const Strings w = {"\xE2\x96\x81" "ab", "\xE2\x96\x81" "cd", "ab\xE2\x96\x81" "cd",
-                       "\xE2\x96\x81" "ab\xE2\x96\x81" "cd"};
-    EXPECT_EQ(pieces(meta("always", true), "ab cd", w),
-              (Strings{"\xE2\x96\x81" "ab", "\xE2\x96\x81" "cd"}));
-    EXPECT_EQ(pieces(meta("never", true), "ab cd", w), (Strings{"a", "b", "\xE2\x96\x81" "cd"}));
-    EXPECT_EQ(pieces(meta("always", false), "ab cd", w),
-              (Strings{"\xE2\x96\x81" "ab\xE2\x96\x81" "cd"}));
+    const Strings w = {
+        "\xE2\x96\x81"
+        "ab",
+        "\xE2\x96\x81"
+        "cd",
+        "ab\xE2\x96\x81"
+        "cd",
+        "\xE2\x96\x81"
+        "ab\xE2\x96\x81"
+        "cd"};
+    EXPECT_EQ(pieces(meta("always", true), "ab cd", w), (Strings{"\xE2\x96\x81"
+                                                                 "ab",
+                                                                 "\xE2\x96\x81"
+                                                                 "cd"}));
+    EXPECT_EQ(pieces(meta("never", true), "ab cd", w), (Strings{"a", "b",
+                                                                "\xE2\x96\x81"
+                                                                "cd"}));
+    EXPECT_EQ(pieces(meta("always", false), "ab cd", w), (Strings{"\xE2\x96\x81"
+                                                                  "ab\xE2\x96\x81"
+                                                                  "cd"}));
 }
 
 TEST(HfPipeline, DigitsAndWhitespaceSplit) {
@@ -318,8 +335,8 @@ TEST(HfPipeline, NormalizersInSequence) {
           {{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}},
           {{"type", "Replace"}, {"pattern", {{"String", "b"}}}, {"content", "cc"}},
           {{"type", "Prepend"}, {"prepend", "_"}}}}};
-    const HfTokenizer t = HfTokenizer::from_json_text(
-        tokenizer_json(letters(), {}, {{"normalizer", norm}}));
+    const HfTokenizer t =
+        HfTokenizer::from_json_text(tokenizer_json(letters(), {}, {{"normalizer", norm}}));
     // U+FB01 (the "fi" ligature) is "fi" under NFKC.
     EXPECT_EQ(t.encode("  \xEF\xAC\x81 b "), ids_of(t, {"_", "f", "i", " ", "c", "c"}));
     EXPECT_TRUE(t.encode("   ").empty());  // stripped to nothing: Prepend adds nothing
@@ -343,8 +360,8 @@ TEST(HfPipeline, AddedTokensStripAndSingleWord) {
     add("<y>", false, false, false, false);
     add("zz", false, false, false, true);
     add("<x>long", true, false, false, false);
-    const HfTokenizer t = HfTokenizer::from_json_text(
-        tokenizer_json(letters(), {}, {{"added_tokens", added}}));
+    const HfTokenizer t =
+        HfTokenizer::from_json_text(tokenizer_json(letters(), {}, {{"added_tokens", added}}));
     const std::int32_t x = *t.token_to_id("<x>"), y = *t.token_to_id("<y>"),
                        zz = *t.token_to_id("zz"), xl = *t.token_to_id("<x>long");
     // lstrip/rstrip eat the spaces beside <x>; <y> keeps them.
@@ -393,7 +410,9 @@ TEST(HfPipeline, InvalidUtf8IsReadAsReplacementCharacters) {
     const HfTokenizer t = HfTokenizer::from_json_text(tokenizer_json(vocab, {}, {}));
     const std::int32_t r = *t.token_to_id("\xEF\xBF\xBD");
     // One U+FFFD per maximal ill-formed run: E2 82 is one (a truncated 3-byte character), FF one.
-    EXPECT_EQ(t.encode("a\xE2\x82\xFF" "b"), (Ids{0, r, r, 1}));
+    EXPECT_EQ(t.encode("a\xE2\x82\xFF"
+                       "b"),
+              (Ids{0, r, r, 1}));
 }
 
 // ---- refusals name the component
@@ -418,18 +437,17 @@ TEST(HfPipeline, UnsupportedComponentsAreRefusedByName) {
                          {{"type", "Sequence"},
                           {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}}}}),
         "normalizer.normalizers[1]");
-    expect_refused(tokenizer_json(v, {},
-                                  {{"normalizer",
-                                    {{"type", "Replace"},
-                                     {"pattern", {{"Regex", " +"}}},
-                                     {"content", " "}}}}),
-                   "a Regex pattern \" +\" is not supported");
-    expect_refused(tokenizer_json(v, {},
-                                  {{"pre_tokenizer",
-                                    {{"type", "Split"},
-                                     {"pattern", {{"Regex", "\\w+"}}},
-                                     {"behavior", "Isolated"}}}}),
-                   "pre_tokenizer.pattern: the Regex \"\\\\w+\" is not supported");
+    expect_refused(
+        tokenizer_json(v, {},
+                       {{"normalizer",
+                         {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", " "}}}}),
+        "a Regex pattern \" +\" is not supported");
+    expect_refused(
+        tokenizer_json(
+            v, {},
+            {{"pre_tokenizer",
+              {{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}, {"behavior", "Isolated"}}}}),
+        "pre_tokenizer.pattern: the Regex \"\\\\w+\" is not supported");
     expect_refused(tokenizer_json(v, {}, {{"pre_tokenizer", {{"type", "BertPreTokenizer"}}}}),
                    "pre-tokenizer \"BertPreTokenizer\"");
     expect_refused(tokenizer_json(v, {}, {{"decoder", {{"type", "WordPiece"}}}}),
@@ -444,15 +462,16 @@ TEST(HfPipeline, UnsupportedComponentsAreRefusedByName) {
     expect_refused(tokenizer_json(v, {"a q"}, {}), "model.merges[0]");
     expect_refused(tokenizer_json(v, {"a"}, {}), "two tokens separated by one space");
     expect_refused(
-        tokenizer_json(v, {},
-                       {{"normalizer", {{"type", "NFC"}}},
-                        {"added_tokens",
-                         {{{"id", 0}, {"content", "a"}, {"special", false}, {"normalized", true}}}}}),
+        tokenizer_json(
+            v, {},
+            {{"normalizer", {{"type", "NFC"}}},
+             {"added_tokens",
+              {{{"id", 0}, {"content", "a"}, {"special", false}, {"normalized", true}}}}}),
         "added_tokens[0].normalized");
-    expect_refused(tokenizer_json(v, {},
-                                  {{"added_tokens",
-                                    {{{"id", 0}, {"content", "<x>"}, {"special", true}}}}}),
-                   "id 0 is both \"a\" and \"<x>\"");
+    expect_refused(
+        tokenizer_json(v, {},
+                       {{"added_tokens", {{{"id", 0}, {"content", "<x>"}, {"special", true}}}}}),
+        "id 0 is both \"a\" and \"<x>\"");
     expect_refused("{\"model\": ", "not JSON");
     expect_refused("[]", "should be an object");
 }
