@@ -1,6 +1,6 @@
 // GPT-2 byte-level BPE (tok::BpeTokenizer): the Unicode class tables, the hand-written GPT-2
 // pre-tokeniser, llama.cpp's 46 GPT-2 test vectors, round trips (Moby-Dick, invalid UTF-8), special
-// tokens, the tokenizer.json, plain-list and GGUF (io::gguf_bpe_vocab) loaders, and corrupt or
+// tokens, the tokenizer.json, plain-list and GGUF (tok::gguf_bpe_vocab) loaders, and corrupt or
 // missing files.
 
 #include <gtest/gtest.h>
@@ -14,8 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <softprompt/error.hpp>
-#include <softprompt/io/gguf.hpp>
 #include <softprompt/tok/bpe.hpp>
+#include <softprompt/tok/gguf_vocab.hpp>
 #include <softprompt/tok/unicode_tables.hpp>
 #include <sstream>
 #include <string>
@@ -45,7 +45,8 @@ fs::path gpt2_dir() { return test_data_dir() / "tokenizers" / "gpt2"; }
 fs::path encoder_json() { return gpt2_dir() / "encoder.json"; }
 fs::path vocab_bpe() { return gpt2_dir() / "vocab.bpe"; }
 fs::path vectors(const char* ext) {
-    return test_data_dir() / "tokenizers" / "llama.cpp" / (std::string("ggml-vocab-gpt-2.gguf") + ext);
+    return test_data_dir() / "tokenizers" / "llama.cpp" /
+           (std::string("ggml-vocab-gpt-2.gguf") + ext);
 }
 fs::path moby_dick() { return test_data_dir() / "text" / "moby_dick.txt"; }
 
@@ -103,7 +104,7 @@ const BpeTokenizer& gpt2() {
     return t;
 }
 
-#define REQUIRE_GPT2()                        \
+#define REQUIRE_GPT2()                       \
     SOFTPROMPT_REQUIRE_DATA(encoder_json()); \
     SOFTPROMPT_REQUIRE_DATA(vocab_bpe())
 
@@ -460,13 +461,13 @@ TEST(BpeGpt2, TokenizerJsonAndPlainListsGiveIdenticalIds) {
     }
 }
 
-// llama.cpp's GPT-2 vocabulary in GGUF (io::gguf_bpe_vocab) gives the same tokenizer.
+// llama.cpp's GPT-2 vocabulary in GGUF (tok::gguf_bpe_vocab) gives the same tokenizer.
 TEST(BpeGpt2, GgufVocabularyGivesIdenticalIds) {
     REQUIRE_GPT2();
     const fs::path gguf = vectors("");
     SOFTPROMPT_REQUIRE_DATA(gguf);
     SOFTPROMPT_REQUIRE_DATA(vectors(".inp"));
-    softprompt::io::GgufBpeVocab v = softprompt::io::gguf_bpe_vocab(gguf.string());
+    softprompt::tok::GgufBpeVocab v = softprompt::tok::gguf_bpe_vocab(gguf.string());
     EXPECT_EQ(v.pre, "gpt-2");
     BpeOptions options;
     options.bos = v.bos;

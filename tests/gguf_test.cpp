@@ -21,8 +21,11 @@
 #include <optional>
 #include <random>
 #include <softprompt/io/gguf.hpp>
+#include <softprompt/io/gguf_model.hpp>
 #include <softprompt/io/llama2c.hpp>
+#include <softprompt/io/open_model.hpp>
 #include <softprompt/nn/forward.hpp>
+#include <softprompt/tok/gguf_vocab.hpp>
 #include <softprompt/tok/spm.hpp>
 #include <sstream>
 #include <string>
@@ -835,8 +838,8 @@ void check_tiny_weights(const nn::Model<nn::Llama, T>& m,
     if (!m.config.tied_head) expect_weight(m.weights.head, e.at("output.weight"), V, d, "output");
 }
 
-template <class T>
-Mat<T> logits_of(const nn::Model<nn::Llama, T>& m, const Ids& ids) {
+template <class Arch, class T>
+Mat<T> logits_of(const nn::Model<Arch, T>& m, const Ids& ids) {
     autograd::Tape<T> tape;
     nn::TokenBatch batch{
         .batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
@@ -888,11 +891,14 @@ TEST(GgufLlama, TinyModelInF32F16AndQ8_0) {
     }
 }
 
-// A GGUF twin of a golden model of the Qwen families: every tensor of nn::Llama's weight table
-// under its GGUF name (F32, ggml dims reversed), the metadata llama.cpp's converter writes for that
-// architecture. Qwen GGUFs keep Hugging Face's half-split RoPE (llama.cpp's NEOX rotation), so no
-// row is permuted.
-std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::string& arch) {
+// A GGUF twin of a golden model, written as llama.cpp's converter writes that architecture:
+// every tensor of the family's weight table under its GGUF name (F32, ggml dims reversed) and the
+// architecture's metadata. "llama" files rotate interleaved pairs, so the q/k rows of a half-split
+// checkpoint are permuted as the converter permutes them, and Llama 3's scaling becomes the
+// divisors of rope_freqs. Qwen files keep the half-split layout. GPT-2's Conv1D weights are stored
+// transposed and its tied head as a copy of the embedding.
+template <class Arch>
+Builder gguf_twin_builder(const softprompt::testing::Golden<float>& g, const std::string& arch) {
     const nn::Config& c = g.config;
     Builder b;
     const std::string p = arch + ".";
@@ -901,52 +907,199 @@ std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::st
         .add(p + "embedding_length", V::u32(std::uint32_t(c.dim)))
         .add(p + "feed_forward_length", V::u32(std::uint32_t(c.hidden_dim)))
         .add(p + "block_count", V::u32(std::uint32_t(c.n_layers)))
-        .add(p + "attention.head_count", V::u32(std::uint32_t(c.n_heads)))
-        .add(p + "attention.head_count_kv", V::u32(std::uint32_t(c.n_kv_heads)))
-        .add(p + "attention.layer_norm_rms_epsilon", V::f32(float(c.norm_eps)))
-        .add(p + "rope.freq_base", V::f32(float(c.rope_theta)))
-        .add(p + "rope.dimension_count", V::u32(std::uint32_t(c.head_dim())))
-        .add(p + "attention.key_length", V::u32(std::uint32_t(c.head_dim())))
-        .add(p + "attention.value_length", V::u32(std::uint32_t(c.head_dim())));
-    const auto model = g.model<nn::Llama>();
-    nn::Llama::for_each_weight(
+        .add(p + "attention.head_count", V::u32(std::uint32_t(c.n_heads)));
+    const Index hd = c.head_dim();
+    if (arch == "gpt2") {
+        b.add(p + "attention.layer_norm_epsilon", V::f32(float(c.norm_eps)));
+    } else {
+        b.add(p + "attention.head_count_kv", V::u32(std::uint32_t(c.n_kv_heads)))
+            .add(p + "attention.layer_norm_rms_epsilon", V::f32(float(c.norm_eps)))
+            .add(p + "rope.freq_base", V::f32(float(c.rope_theta)))
+            .add(p + "rope.dimension_count", V::u32(std::uint32_t(hd)))
+            .add(p + "attention.key_length", V::u32(std::uint32_t(hd)))
+            .add(p + "attention.value_length", V::u32(std::uint32_t(hd)));
+    }
+    const bool permute = arch == "llama" && c.rope_layout == kernels::RopeLayout::kHalfSplit;
+    if (arch == "llama" && c.rope_scaling.kind == kernels::RopeScaling::Kind::kLlama3) {
+        std::vector<float> divisors;
+        for (Index i = 0; i < hd / 2; ++i) {
+            const double f = std::pow(c.rope_theta, -2.0 * double(i) / double(hd));
+            divisors.push_back(float(f / c.rope_scaling.apply(f, std::size_t(i))));
+        }
+        b.tensor({.name = "rope_freqs.weight",
+                  .ne = {std::uint64_t(hd / 2)},
+                  .type = 0,
+                  .data = f32_bytes(divisors)});
+    }
+    const auto model = g.model<Arch>();
+    Arch::for_each_weight(
         model.weights, c, [&](const nn::WeightSpec& spec, const Weight<float>& w) {
             std::vector<float> v(w.data, w.data + w.rows * w.cols);
+            if (permute && spec.rope_rows) {
+                // Hugging Face row half·hd/2 + i of each head is GGUF row 2i + half.
+                EXPECT_FALSE(spec.one_dimensional) << "llama has no q/k biases";
+                for (Index head = 0; head < w.rows / hd; ++head)
+                    for (Index half = 0; half < 2; ++half)
+                        for (Index i = 0; i < hd / 2; ++i)
+                            for (Index k = 0; k < w.cols; ++k)
+                                v[std::size_t((head * hd + 2 * i + half) * w.cols + k)] =
+                                    w.data[(head * hd + half * hd / 2 + i) * w.cols + k];
+            }
             std::vector<std::uint64_t> ne = {std::uint64_t(w.cols)};
             if (!spec.one_dimensional) ne.push_back(std::uint64_t(w.rows));
+            if (spec.gguf_transposed) {
+                for (Index r = 0; r < w.rows; ++r)
+                    for (Index k = 0; k < w.cols; ++k)
+                        v[std::size_t(k * w.rows + r)] = w.data[r * w.cols + k];
+                ne = {std::uint64_t(w.rows), std::uint64_t(w.cols)};
+            }
             b.tensor({.name = spec.gguf, .ne = ne, .type = 0, .data = f32_bytes(v)});
+            if (arch == "gpt2" && c.tied_head && spec.gguf == "token_embd.weight")
+                b.tensor({.name = "output.weight", .ne = ne, .type = 0, .data = f32_bytes(v)});
         });
-    return b.build();
+    return b;
 }
 
-TEST(GgufLlama, QwenTwinsGiveTheLogitsOfTheirSafetensorsModels) {
-    for (const auto& [file, arch] :
-         {std::pair{"golden_qwen2.json", "qwen2"}, std::pair{"golden_qwen3.json", "qwen3"}}) {
-        SCOPED_TRACE(file);
-        const softprompt::testing::Golden<float> g(file);
-        // float rounds rope_theta and the epsilon as GGUF's f32 metadata does.
-        const TempFile tmp(gguf_twin(g, arch), "twin.gguf");
+template <class Arch>
+std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::string& arch) {
+    return gguf_twin_builder<Arch>(g, arch).build();
+}
+
+// One GGUF per family llama.cpp defines, each against its safetensors twin and the float64
+// reference: "llama" for Llama 3 (llama3 scaling), Mistral and the half-split LLaMA (permuted
+// rows), "qwen2", "qwen3" and "gpt2".
+TEST(GgufTwins, EveryFamilyGivesTheLogitsOfItsSafetensorsModel) {
+    struct Case {
+        const char* golden;
+        const char* arch;
+        float vs_twin;  // 0: bit-identical
+    };
+    // Permuted rows sum q·k in another order, and rope_freqs holds f32 divisors: not bit-equal.
+    for (const Case& t :
+         {Case{"golden_llama3.json", "llama", 1e-5f}, Case{"golden_mistral.json", "llama", 1e-5f},
+          Case{"golden_llama_gqa.json", "llama", 1e-5f}, Case{"golden_qwen2.json", "qwen2", 0},
+          Case{"golden_qwen3.json", "qwen3", 0}}) {
+        SCOPED_TRACE(t.golden);
+        const softprompt::testing::Golden<float> g(t.golden);
+        const TempFile tmp(gguf_twin<nn::Llama>(g, t.arch), "twin.gguf");
         const auto twin = io::load_gguf_llama<float>(tmp.path.string());
-        EXPECT_EQ(twin.config.rope_layout, kernels::RopeLayout::kHalfSplit);
+        EXPECT_EQ(twin.config.rope_layout, std::string(t.arch) == "llama"
+                                               ? kernels::RopeLayout::kInterleaved
+                                               : kernels::RopeLayout::kHalfSplit);
         EXPECT_EQ(twin.config.qkv_bias, g.config.qkv_bias);
         EXPECT_EQ(twin.config.qk_norm, g.config.qk_norm);
         EXPECT_EQ(twin.config.head_dim(), g.config.head_dim());
         EXPECT_EQ(twin.config.tied_head, g.config.tied_head);
-        const Ids ids(g.batch.ids.begin(), g.batch.ids.begin() + g.batch.length(0));
+        EXPECT_EQ(twin.config.sliding_window, 0) << "GGUF keeps no sliding window";
+        EXPECT_EQ(twin.config.rope_scaling.kind,
+                  g.config.rope_scaling.kind == kernels::RopeScaling::Kind::kLlama3
+                      ? kernels::RopeScaling::Kind::kFactors
+                      : g.config.rope_scaling.kind);
+        const Index n = g.batch.length(0);
+        ASSERT_TRUE(g.config.sliding_window == 0 || n <= g.config.sliding_window);
+        const Ids ids(g.batch.ids.begin(), g.batch.ids.begin() + n);
         auto model = g.model<nn::Llama>();
+        // float rounds rope_theta and the epsilon as GGUF's f32 metadata does.
         model.config.rope_theta = double(float(model.config.rope_theta));
         model.config.norm_eps = double(float(model.config.norm_eps));
+        const Mat<float> got = logits_of(twin, ids);
+        const double vs_twin = double((got - logits_of(model, ids)).cwiseAbs().maxCoeff());
+        std::cout << "[ " << t.golden << " as " << t.arch << " GGUF ] max |logit diff| vs the "
+                  << "safetensors model " << vs_twin << "\n";
+        if (t.vs_twin == 0) {
+            EXPECT_EQ(vs_twin, 0.0) << "F32 twins without permutation are exact";
+        } else {
+            EXPECT_LE(vs_twin, t.vs_twin);
+        }
+        const Mat<float> want = g.expected("base", "logits").topRows(n);
+        EXPECT_LE((got - want).cwiseAbs().maxCoeff(), 1e-4) << "vs the float64 reference";
+    }
+    {
+        const softprompt::testing::Golden<float> g("golden_gpt2.json");
+        const TempFile tmp(gguf_twin<nn::Gpt2>(g, "gpt2"), "twin.gguf");
+        const auto twin = io::load_gguf_gpt2<float>(tmp.path.string());
+        EXPECT_TRUE(twin.config.tied_head) << "output.weight is the embedding's copy";
+        EXPECT_EQ(twin.weights.head.data, twin.weights.wte.data);
+        const Ids ids(g.batch.ids.begin(), g.batch.ids.begin() + g.batch.length(0));
+        const auto model = g.model<nn::Gpt2>();
         EXPECT_TRUE(logits_of(twin, ids) == logits_of(model, ids)) << "F32 twins are exact";
-        // And against the float64 reference of the family.
         const Mat<float> want = g.expected("base", "logits").topRows(g.batch.length(0));
         EXPECT_LE((logits_of(twin, ids) - want).cwiseAbs().maxCoeff(), 1e-4);
+        // open_model picks the family from general.architecture.
+        const auto any = io::open_model<float>(tmp.path.string());
+        EXPECT_EQ(nn::architecture_of(any), "gpt2");
     }
     // A Qwen3 file without its q/k norms names the first missing one.
     const softprompt::testing::Golden<float> g("golden_qwen2.json");
-    const std::string as_qwen3 = gguf_twin(g, "qwen3");
-    const TempFile tmp(as_qwen3, "wrong.gguf");
+    const TempFile tmp(gguf_twin<nn::Llama>(g, "qwen3"), "wrong.gguf");
     expect_format_error([&] { io::load_gguf_llama<float>(tmp.path.string()); },
                         {"missing tensor 'blk.0.attn_q_norm.weight'"});
+}
+
+TEST(GgufGpt2, HeadsTranspositionAndErrors) {
+    const softprompt::testing::Golden<float> g("golden_gpt2.json");
+    const std::string bytes = gguf_twin<nn::Gpt2>(g, "gpt2");
+    const GgufFile file = GgufFile::from_bytes(as_bytes(bytes), "g.gguf");
+    // Conv1D weights come back [in, out]: c_attn of layer 0 as the golden model holds it.
+    const auto m = io::load_gguf_gpt2<float>(file);
+    const auto model = g.model<nn::Gpt2>();
+    const Weight<float>& a = m.weights.layers[0].qkv;
+    const Weight<float>& want = model.weights.layers[0].qkv;
+    ASSERT_EQ(a.rows, want.rows);
+    ASSERT_EQ(a.cols, want.cols);
+    EXPECT_TRUE(std::equal(a.data, a.data + a.rows * a.cols, want.data));
+    // double converts the same values.
+    const auto md = io::load_gguf_gpt2<double>(file);
+    EXPECT_EQ(md.weights.layers[0].qkv.data[1], double(want.data[1]));
+    // An output that is not the embedding's copy is an untied head, and the logits use it.
+    const Ids ids = {1, 2, 3};
+    {
+        Builder b = gguf_twin_builder<nn::Gpt2>(g, "gpt2");
+        for (TensorSpec& t : b.tensors)
+            if (t.name == "output.weight") t.data[5] = char(t.data[5] ^ 0x40);
+        const std::string changed = b.build();
+        const auto untied =
+            io::load_gguf_gpt2<float>(GgufFile::from_bytes(as_bytes(changed), "untied.gguf"));
+        EXPECT_FALSE(untied.config.tied_head);
+        EXPECT_NE(untied.weights.head.data, untied.weights.wte.data);
+        EXPECT_FALSE(logits_of(untied, ids) == logits_of(m, ids));
+    }
+    auto load = [&](const std::function<void(Builder&)>& edit) {
+        Builder b = gguf_twin_builder<nn::Gpt2>(g, "gpt2");
+        edit(b);
+        const std::string edited = b.build();
+        return [edited] {
+            (void)io::load_gguf_gpt2<float>(GgufFile::from_bytes(as_bytes(edited), "g.gguf"));
+        };
+    };
+    const std::string d = std::to_string(g.config.dim), d3 = std::to_string(3 * g.config.dim);
+    expect_format_error(load([](Builder& b) { b.add("gpt2.attention.head_count_kv", V::u32(1)); }),
+                        {"'gpt2.attention.head_count_kv' is 1; GPT-2 has no grouped-query"});
+    expect_format_error(load([](Builder& b) {
+                            for (TensorSpec& t : b.tensors)
+                                if (t.name == "blk.0.attn_qkv.weight") std::swap(t.ne[0], t.ne[1]);
+                        }),
+                        {"tensor 'blk.0.attn_qkv.weight': expected [" + d3 + " x " + d +
+                         "] (ggml ne [" + d + ", " + d3 + "])"});
+    expect_format_error(load([](Builder& b) {
+                            std::erase_if(b.tensors, [](const TensorSpec& t) {
+                                return t.name == "position_embd.weight";
+                            });
+                        }),
+                        {"missing tensor 'position_embd.weight'"});
+    expect_format_error(load([](Builder& b) { b.kv[0].second = V::str("llama"); }),
+                        {"general.architecture is 'llama'; load_gguf_gpt2 reads 'gpt2'"});
+}
+
+// llama.cpp's own vocabulary-only GPT-2 file carries the hyperparameters of GPT-2 small under the
+// keys its converter writes: every one is read, and only the tensors are missing.
+TEST(GgufGpt2, LlamaCppsKeysAreTheOnesRead) {
+    const fs::path file = test_data_dir() / "tokenizers" / "llama.cpp" / "ggml-vocab-gpt-2.gguf";
+    SOFTPROMPT_REQUIRE_DATA(file);
+    const GgufFile f(file.string());
+    EXPECT_EQ(f.get_int<std::int64_t>("gpt2.embedding_length"), 768);
+    expect_format_error([&] { (void)io::load_gguf_gpt2<float>(f); },
+                        {"missing tensor 'token_embd.weight'"});
 }
 
 TEST(GgufLlama, TiedHeadAlignmentOneAndCallerOwnedBytes) {
@@ -998,7 +1151,7 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
     expect_format_error(
         load(set("general.architecture", V::str("gpt2"))),
         {"m.gguf at byte",
-         "general.architecture is 'gpt2'; load_gguf_llama reads 'llama', 'qwen2' and 'qwen3'"});
+         "general.architecture is 'gpt2'; load_gguf_llama reads 'llama', 'qwen2', 'qwen3'"});
     expect_format_error(load(drop_key("llama.block_count")),
                         {"missing metadata key 'llama.block_count'"});
     expect_format_error(load(set("llama.block_count", V::str("2"))),
@@ -1036,13 +1189,33 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
                         {"mixture-of-experts"});
     expect_format_error(load([](Builder& b) { b.add("llama.vocab_size", V::u32(41)); }),
                         {"'llama.vocab_size' is 41 but token_embd.weight has 40 rows"});
-    expect_format_error(load([](Builder& b) {
-                            b.tensor({.name = "rope_freqs.weight",
-                                      .ne = {4},
-                                      .type = 0,
-                                      .data = f32_bytes({1, 1, 1, 1})});
-                        }),
-                        {"tensor 'rope_freqs.weight'", "not supported"});
+    {
+        // Per-frequency divisors (rope_freqs, Llama 3 as llama.cpp converts it) are read, one per
+        // rotated pair of a head of 8; a linear factor divides them further.
+        const std::string bytes = tiny.file(0, nullptr, [](Builder& b) {
+            b.add("llama.rope.scaling.type", V::str("linear"))
+                .add("llama.rope.scaling.factor", V::f32(2));
+            b.tensor({.name = "rope_freqs.weight",
+                      .ne = {4},
+                      .type = 0,
+                      .data = f32_bytes({1, 1.5f, 4, 8})});
+        });
+        const auto m = io::load_gguf_llama<float>(GgufFile::from_bytes(as_bytes(bytes), "m.gguf"));
+        EXPECT_EQ(m.config.rope_scaling.kind, kernels::RopeScaling::Kind::kFactors);
+        EXPECT_EQ(m.config.rope_scaling.divisors, (std::vector<double>{2, 3, 8, 16}));
+        // config.json cannot say it.
+        EXPECT_THROW((void)io::hf_config_json(io::HfFamily::kLlama, m.config), ConfigError);
+    }
+    auto rope_freqs = [](std::vector<std::uint64_t> ne, std::vector<float> v) {
+        return [ne, v](Builder& b) {
+            b.tensor({.name = "rope_freqs.weight", .ne = ne, .type = 0, .data = f32_bytes(v)});
+        };
+    };
+    expect_format_error(load(rope_freqs({3}, {1, 1, 1})),
+                        {"tensor 'rope_freqs.weight' is [3] (ggml ne [3]); expected [4] (one "
+                         "divisor per rotated pair)"});
+    expect_format_error(load(rope_freqs({4}, {1, 1, -2, 1})),
+                        {"tensor 'rope_freqs.weight': divisor 2 is -2"});
     expect_format_error(
         load([](Builder& b) {
             b.tensor({.name = "extra.weight", .ne = {2}, .type = 0, .data = f32_bytes({1, 1})});
@@ -1182,8 +1355,8 @@ Outcome try_load(std::span<const std::byte> bytes) {
             ok = false;
         }
         try {
-            const SpmTokenizer tok = io::gguf_spm_tokenizer(f);
-            (void)tok.decode(tok.encode("Once upon a time, a bird.", true, false));
+            const SpmTokenizer spm = tok::gguf_spm_tokenizer(f);
+            (void)spm.decode(spm.encode("Once upon a time, a bird.", true, false));
         } catch (const FormatError&) {
             ok = false;
         }
@@ -1262,7 +1435,7 @@ TEST(GgufTokenizer, Stories260KEqualsTok512OnRealText) {
     SOFTPROMPT_REQUIRE_DATA(stories_gguf());
     const fs::path tok_path = test_data_dir() / "tokenizers" / "tok512.bin";
     SOFTPROMPT_REQUIRE_DATA(tok_path);
-    const SpmTokenizer gguf = io::load_gguf_spm_tokenizer(stories_gguf().string());
+    const SpmTokenizer gguf = tok::load_gguf_spm_tokenizer(stories_gguf().string());
     const SpmTokenizer bin = SpmTokenizer::from_llama2c(tok_path.string(), 512);
     ASSERT_EQ(gguf.vocab_size(), 512);
     EXPECT_EQ(gguf.options().rules, tok::SpmRules::kSentencePiece);
@@ -1345,7 +1518,7 @@ TEST(GgufTokenizer, LlamaSpmMatchesLlamaCppVectors) {
     const fs::path dir = test_data_dir() / "tokenizers" / "llama.cpp";
     SOFTPROMPT_REQUIRE_DATA(dir / "ggml-vocab-llama-spm.gguf");
     const SpmTokenizer tok =
-        io::load_gguf_spm_tokenizer((dir / "ggml-vocab-llama-spm.gguf").string());
+        tok::load_gguf_spm_tokenizer((dir / "ggml-vocab-llama-spm.gguf").string());
     EXPECT_EQ(tok.vocab_size(), 32000);
     EXPECT_EQ(tok.encode("Hello world", false, false), (Ids{15043, 3186}));
     const auto inputs = read_vocab_inputs(dir / "ggml-vocab-llama-spm.gguf.inp");
@@ -1406,7 +1579,7 @@ TEST(GgufTokenizer, SentencePieceRulesOnAHandMadeVocabulary) {
         .add("tokenizer.ggml.token_type", V::ints(types));
     const std::string bytes = b.build();
     const SpmTokenizer tok =
-        io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bytes), "hand.gguf"));
+        tok::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bytes), "hand.gguf"));
     EXPECT_EQ(tok.encode("ab", false, false), (Ids{263}));
     EXPECT_EQ(tok.encode("ab!", false, false), (Ids{263, 264}));
     EXPECT_EQ(tok.encode("xab", false, false), (Ids{259, 3 + 'x', 262}));
@@ -1420,7 +1593,7 @@ TEST(GgufTokenizer, SentencePieceRulesOnAHandMadeVocabulary) {
     Builder nb = b;
     nb.add("tokenizer.ggml.add_space_prefix", V::boolean(false));
     const std::string no_prefix = nb.build();
-    const SpmTokenizer raw = io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(no_prefix)));
+    const SpmTokenizer raw = tok::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(no_prefix)));
     EXPECT_FALSE(raw.options().add_dummy_prefix);
     EXPECT_EQ(raw.encode("ab", false, false), (Ids{262}));
     EXPECT_EQ(raw.encode(" ab", false, false), (Ids{263}));
@@ -1431,41 +1604,43 @@ TEST(GgufTokenizer, SentencePieceRulesOnAHandMadeVocabulary) {
     bad.add("tokenizer.ggml.bos_token_id", V::u32(5));
     expect_format_error(
         [&] {
-            (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad.build()), "bos.gguf"));
+            (void)tok::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad.build()), "bos.gguf"));
         },
         {"bos.gguf at byte", "'tokenizer.ggml.bos_token_id' is 5; SpmTokenizer's layout needs 1"});
     Builder short_scores = b;
     short_scores.kv[2].second = V::floats({1, 2});
     expect_format_error(
-        [&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(short_scores.build()))); },
+        [&] {
+            (void)tok::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(short_scores.build())));
+        },
         {"'tokenizer.ggml.scores' has 2 items but there are 268 tokens"});
     Builder bad_type = b;
     types[262] = 9;
     bad_type.kv[3].second = V::ints(types);
     expect_format_error(
-        [&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad_type.build()))); },
+        [&] { (void)tok::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(bad_type.build()))); },
         {"token 262 has unknown type 9"});
     Builder bad_bytes = b;
     tokens[3 + 65] = "<0x42>";
     bad_bytes.kv[1].second = V::strings(tokens);
     expect_format_error(
         [&] {
-            (void)io::gguf_spm_tokenizer(
+            (void)tok::gguf_spm_tokenizer(
                 GgufFile::from_bytes(as_bytes(bad_bytes.build()), "l.gguf"));
         },
         {"l.gguf at byte", "tokenizer.ggml.tokens:", "token 68 should be the byte token <0x41>"});
     Builder gpt2 = b;
     gpt2.kv[0].second = V::str("gpt2");
     expect_format_error(
-        [&] { (void)io::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(gpt2.build()))); },
+        [&] { (void)tok::gguf_spm_tokenizer(GgufFile::from_bytes(as_bytes(gpt2.build()))); },
         {"tokenizer.ggml.model is 'gpt2'", "gguf_bpe_vocab"});
 }
 
 TEST(GgufTokenizer, Gpt2VocabularyListsMatchTheOpenAiFiles) {
     const fs::path dir = test_data_dir() / "tokenizers";
     SOFTPROMPT_REQUIRE_DATA(dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf");
-    const io::GgufBpeVocab v =
-        io::gguf_bpe_vocab((dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
+    const tok::GgufBpeVocab v =
+        tok::gguf_bpe_vocab((dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
     ASSERT_EQ(v.tokens.size(), 50257u);
     ASSERT_EQ(v.merges.size(), 50000u);
     EXPECT_EQ(v.bos, 50256);
@@ -1494,14 +1669,14 @@ TEST(GgufTokenizer, Gpt2VocabularyListsMatchTheOpenAiFiles) {
     }
     expect_format_error(
         [&] {
-            (void)io::load_gguf_spm_tokenizer(
+            (void)tok::load_gguf_spm_tokenizer(
                 (dir / "llama.cpp" / "ggml-vocab-gpt-2.gguf").string());
         },
         {"tokenizer.ggml.model is 'gpt2'"});
     if (fs::exists(dir / "llama.cpp" / "ggml-vocab-llama-spm.gguf"))
         expect_format_error(
             [&] {
-                (void)io::gguf_bpe_vocab(
+                (void)tok::gguf_bpe_vocab(
                     (dir / "llama.cpp" / "ggml-vocab-llama-spm.gguf").string());
             },
             {"tokenizer.ggml.model is 'llama'", "gguf_spm_tokenizer"});

@@ -12,6 +12,7 @@
 #include <optional>
 #include <softprompt/io/gguf.hpp>
 #include <softprompt/tok/bpe.hpp>
+#include <softprompt/tok/gguf_vocab.hpp>
 #include <softprompt/tok/hf_tokenizer.hpp>
 #include <softprompt/tok/spm_model.hpp>
 #include <sstream>
@@ -35,6 +36,18 @@ public:
         for (const char* name : {"tokenizer.json", "tokenizer.model", "merges.txt"})
             if (std::filesystem::exists(folder / name)) return folder / name;
         return std::nullopt;
+    }
+
+    /// Opens `path` as the tokenizer of a model of `model_vocab_size` tokens: a llama2.c
+    /// tokenizer.bin is read with that size, and a tokenizer with more tokens than the model's
+    /// embedding has rows is refused (its ids would index past the embedding).
+    static TokenizerFile for_model(const std::string& path, std::int64_t model_vocab_size) {
+        TokenizerFile t = open(path, std::int32_t(model_vocab_size));
+        if (t.vocab_size() > model_vocab_size)
+            throw ConfigError(path + " has " + std::to_string(t.vocab_size()) +
+                              " tokens but the model's vocab_size is " +
+                              std::to_string(model_vocab_size));
+        return t;
     }
 
     /// Opens `path` (see the top of this file). A llama2.c tokenizer.bin does not store its size:
@@ -61,7 +74,7 @@ public:
         } else if (ext == ".model") {
             t.spm_ = tok::load_sentencepiece_model(file.string());
         } else if (ext == ".gguf") {
-            t.spm_ = io::load_gguf_spm_tokenizer(file.string());
+            t.spm_ = tok::load_gguf_spm_tokenizer(file.string());
         } else if (ext == ".bin" && llama2c_vocab_size > 0) {
             t.spm_ = tok::SpmTokenizer::from_llama2c(file.string(), llama2c_vocab_size);
         } else {

@@ -85,11 +85,7 @@ Tokenizer open_tokenizer(const std::string& model_path, const std::string& token
     if (file.empty() && io::model_file_kind(model_path) == io::ModelFileKind::kGguf)
         file = model_path;
     if (!file.empty()) {
-        t.file = examples::TokenizerFile::open(file, std::int32_t(config.vocab_size));
-        if (t.file->vocab_size() > config.vocab_size)
-            throw ConfigError(file + " has " + std::to_string(t.file->vocab_size()) +
-                              " tokens but the model's vocab_size is " +
-                              std::to_string(config.vocab_size));
+        t.file = examples::TokenizerFile::for_model(file, config.vocab_size);
     } else if (folder && fs::exists(fs::path(model_path) / "vocab.json")) {
         t.chars = tiny_tasks::Vocab::load(model_path);
     }

@@ -145,13 +145,8 @@ int main(int argc, char** argv) {
             data_options.labels[l.substr(0, eq)] = l.substr(eq + 1);
         }
         const nn::AnyModel<float> any = io::open_model<float>(model_path);
-        const auto tokenizer =
-            examples::TokenizerFile::open(tokenizer_path == "-" ? model_path : tokenizer_path,
-                                          std::int32_t(nn::config_of(any).vocab_size));
-        if (tokenizer.vocab_size() > nn::config_of(any).vocab_size)
-            throw ConfigError(tokenizer_path + " has " + std::to_string(tokenizer.vocab_size()) +
-                              " tokens but the model's vocab_size is " +
-                              std::to_string(nn::config_of(any).vocab_size));
+        const auto tokenizer = examples::TokenizerFile::for_model(
+            tokenizer_path == "-" ? model_path : tokenizer_path, nn::config_of(any).vocab_size);
         const train::Dataset data = load_data(data_path, data_options, tokenizer, max_tokens);
         const train::Dataset eval = eval_path.empty()
                                         ? train::Dataset()

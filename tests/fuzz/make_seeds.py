@@ -162,16 +162,17 @@ GGML = {"F32": (0, lambda v: struct.pack("<%df" % len(v), *v)), "F16": (1, half)
 
 
 def gguf(kv, tensors, alignment=32):
-    """kv: [(key, type, value)]; tensors: [(name, ne, ggml type name)]."""
+    """kv: [(key, type, value)]; tensors: [(name, ne, ggml type name[, values])], random values
+    when none are given."""
     out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
     for key, t, v in kv:
         out += gguf_str(key) + struct.pack("<I", t) + gguf_value(t, v)
     data = b""
-    for name, ne, tname in tensors:
+    for name, ne, tname, *values in tensors:
         n = 1
         for d in ne:
             n *= d
-        blob = GGML[tname][1](floats(n, 0.05, 0.1))
+        blob = GGML[tname][1](values[0] if values else floats(n, 0.05, 0.1))
         data += b"\0" * ((alignment - len(data) % alignment) % alignment)
         out += gguf_str(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne)
         out += struct.pack("<IQ", GGML[tname][0], len(data))
@@ -219,6 +220,24 @@ def gguf_seeds():
         gguf(llama_kv + [("general.alignment", UINT32, 64),
                          ("tokenizer.ggml.model", STRING, "none")],
              llama_tensors(dim, hidden, 1, kv_dim, 40, True, ["F32", "F32", "F16", "Q8_0"]), 64))
+
+    # Llama 3's RoPE scaling as llama.cpp stores it: one divisor per rotated pair.
+    put("gguf", "tiny-llama-rope-freqs.gguf",
+        gguf(llama_kv, llama_tensors(dim, hidden, 1, kv_dim, 40, False, ["F32"] * 4)
+             + [("rope_freqs.weight", [4], "F32", [1.0, 1.5, 4.0, 8.0])]))
+    # A tiny GPT-2: Conv1D projections stored [out x in], biases, learned positions.
+    gpt2_kv = [("general.architecture", STRING, "gpt2"), ("gpt2.embedding_length", UINT32, dim),
+               ("gpt2.feed_forward_length", UINT32, 4 * dim), ("gpt2.block_count", UINT32, 1),
+               ("gpt2.attention.head_count", UINT32, heads), ("gpt2.context_length", UINT32, 16),
+               ("gpt2.attention.layer_norm_epsilon", FLOAT32, 1e-5)]
+    gpt2 = [("token_embd.weight", [dim, 40], "F32"), ("position_embd.weight", [dim, 16], "F16")]
+    for name, ne in (("attn_norm", [dim]), ("attn_qkv", [dim, 3 * dim]),
+                     ("attn_output", [dim, dim]), ("ffn_norm", [dim]),
+                     ("ffn_up", [dim, 4 * dim]), ("ffn_down", [4 * dim, dim])):
+        gpt2 += [("blk.0.%s.weight" % name, ne, "F32" if len(ne) == 1 else "Q8_0"),
+                 ("blk.0.%s.bias" % name, [ne[-1]], "F32")]
+    gpt2 += [("output_norm.weight", [dim], "F32"), ("output_norm.bias", [dim], "F32")]
+    put("gguf", "tiny-gpt2.gguf", gguf(gpt2_kv, gpt2))
 
     # The real llama.cpp vocabularies cut to their first entries (GPT-2: token 256 + r is the
     # result of merge r, so 256 + n tokens and n merges stay consistent).

@@ -138,13 +138,13 @@ private:
     std::map<std::string, const SafetensorsFile*> where_;
 };
 
-/// Load a Hugging Face checkpoint folder as a frozen model. Throws ConfigError when config.json
+/// Load a Hugging Face checkpoint folder as a frozen model, `hf` being its config.json as
+/// read_hf_config read it. Throws ConfigError when config.json
 /// describes another family or an unsupported setting, FormatError naming the file and tensor for
 /// a missing tensor or a wrong shape, IoError when a file cannot be opened.
 template <class Arch, class T = float>
-nn::Model<Arch, T> load_hf(const std::string& dir) {
+nn::Model<Arch, T> load_hf(const std::string& dir, const HfConfig& hf) {
     const std::string config_path = (std::filesystem::path(dir) / "config.json").string();
-    const HfConfig hf = read_hf_config(config_path);
     if (hf.family != hf_family_of<Arch>())
         throw ConfigError(config_path + ": model_type \"" + hf.model_type + "\" is a " +
                           std::string(family_name(hf.family)) + " model; it cannot load as " +
@@ -168,6 +168,13 @@ nn::Model<Arch, T> load_hf(const std::string& dir) {
     model.weights = Arch::template bind_hf<T>(model.config, get);
     model.storage = std::move(store);
     return model;
+}
+
+/// The same, reading `dir`/config.json.
+template <class Arch, class T = float>
+nn::Model<Arch, T> load_hf(const std::string& dir) {
+    return load_hf<Arch, T>(dir,
+                            read_hf_config((std::filesystem::path(dir) / "config.json").string()));
 }
 
 namespace detail {

@@ -162,6 +162,12 @@ inline nlohmann::json rope_scaling_json(const kernels::RopeScaling& s) {
                     {"low_freq_factor", s.low_freq_factor},
                     {"high_freq_factor", s.high_freq_factor},
                     {"original_max_position_embeddings", std::int64_t(s.original_max_positions)}};
+        case Kind::kFactors:
+            // Only the frequencies are known (a GGUF's rope_freqs tensor), not the rule that
+            // made them; config.json has no way to list them.
+            throw ConfigError(
+                "rope_scaling: per-frequency RoPE divisors (from a GGUF rope_freqs tensor) have no "
+                "config.json form; save this model as GGUF or from its Hugging Face original");
     }
     return nullptr;
 }

@@ -3,8 +3,8 @@
 // them. open_model(path) reads
 //   - a folder: a Hugging Face checkpoint; config.json's model_type picks nn::Gpt2 ("gpt2") or
 //     nn::Llama ("llama", "mistral", "qwen2", "qwen3": Config switches of one architecture);
-//   - a file starting with the bytes "GGUF": a GGUF model (general.architecture llama, qwen2 or
-//     qwen3), an nn::Llama;
+//   - a file starting with the bytes "GGUF": a GGUF model, an nn::Gpt2 when general.architecture
+//     is "gpt2", an nn::Llama for "llama", "qwen2" and "qwen3";
 //   - any other file: a llama2.c checkpoint, an nn::Llama.
 // and returns an AnyModel: a std::variant of the Model types. Everything in the library that takes
 // a model is a template over its architecture, so one generic lambda serves every family:
@@ -24,6 +24,7 @@
 
 #include "softprompt/error.hpp"
 #include "softprompt/io/gguf.hpp"
+#include "softprompt/io/gguf_model.hpp"
 #include "softprompt/io/hf_checkpoint.hpp"
 #include "softprompt/io/hf_config.hpp"
 #include "softprompt/io/llama2c.hpp"
@@ -77,12 +78,17 @@ template <class T = float>
 nn::AnyModel<T> open_model(const std::string& path) {
     switch (model_file_kind(path)) {
         case ModelFileKind::kHfFolder: {
-            const std::string config = (std::filesystem::path(path) / "config.json").string();
-            if (read_hf_config(config).family == HfFamily::kGpt2) return load_hf<nn::Gpt2, T>(path);
-            return load_hf<nn::Llama, T>(path);
+            const HfConfig hf =
+                read_hf_config((std::filesystem::path(path) / "config.json").string());
+            if (hf.family == HfFamily::kGpt2) return load_hf<nn::Gpt2, T>(path, hf);
+            return load_hf<nn::Llama, T>(path, hf);
         }
-        case ModelFileKind::kGguf:
-            return load_gguf_llama<T>(path);
+        case ModelFileKind::kGguf: {
+            const GgufFile file(path);
+            if (file.at("general.architecture").as_string() == "gpt2")
+                return load_gguf_gpt2<T>(file);
+            return load_gguf_llama<T>(file);
+        }
         case ModelFileKind::kLlama2c:
             break;
     }

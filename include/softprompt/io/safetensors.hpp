@@ -614,7 +614,8 @@ inline void remove_stale_temporaries(const std::string& path) {
         if (fd < 0) continue;
         // Locked, and the name still leads to this very file (its writer may have renamed it into
         // place between our open and our lock): then nobody is writing it.
-        struct stat held {}, named {};
+        struct stat held {
+        }, named{};
         if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && ::fstat(fd, &held) == 0 &&
             ::lstat(stale.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
             held.st_ino == named.st_ino)
@@ -706,7 +707,8 @@ private:
             rc = ::flock(fd_, LOCK_EX);
         } while (rc != 0 && errno == EINTR);
         if (rc != 0) return true;  // no locks here (some network filesystems): carry on unlocked
-        struct stat held {}, named {};
+        struct stat held {
+        }, named{};
         return ::fstat(fd_, &held) == 0 && ::lstat(temp_.c_str(), &named) == 0 &&
                held.st_dev == named.st_dev && held.st_ino == named.st_ino;
     }

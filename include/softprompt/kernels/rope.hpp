@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "softprompt/core/tensor.hpp"
@@ -28,13 +29,16 @@ enum class RopeLayout { kInterleaved, kHalfSplit };
 ///            low_freq_factor gets f / factor; in between, a linear blend of the two in
 ///            s = (original_max_positions / λ − low_freq_factor) / (high_freq_factor −
 ///            low_freq_factor): (1 − s)·f/factor + s·f.
+///   kFactors: frequency i divided by divisors[i], one per rotated pair. This is how llama.cpp
+///            stores Llama 3's rule in GGUF (the `rope_freqs` tensor), without its parameters.
 struct RopeScaling {
-    enum class Kind { kNone, kLinear, kLlama3 };
+    enum class Kind { kNone, kLinear, kLlama3, kFactors };
     Kind kind = Kind::kNone;
     double factor = 1.0;
     double low_freq_factor = 1.0;
     double high_freq_factor = 4.0;
     double original_max_positions = 8192.0;
+    std::vector<double> divisors = {};  // kFactors only: one per frequency
 
     friend bool operator==(const RopeScaling&, const RopeScaling&) = default;
 
@@ -53,10 +57,25 @@ struct RopeScaling {
                 .high_freq_factor = high_freq_factor,
                 .original_max_positions = original_max_positions};
     }
+    static RopeScaling factors(std::vector<double> divisors) {
+        RopeScaling s;
+        s.kind = Kind::kFactors;
+        s.divisors = std::move(divisors);
+        return s;
+    }
 
     /// Throws ConfigError naming the field when the numbers cannot describe a scaling.
     void validate() const {
         if (kind == Kind::kNone) return;
+        if (kind == Kind::kFactors) {
+            if (divisors.empty()) throw ConfigError("RopeScaling (factors): no divisors");
+            for (std::size_t i = 0; i < divisors.size(); ++i)
+                if (!(divisors[i] > 0) || !std::isfinite(divisors[i]))
+                    throw ConfigError("RopeScaling (factors): divisor " + std::to_string(i) +
+                                      " is " + std::to_string(divisors[i]) +
+                                      "; expected a finite value > 0");
+            return;
+        }
         if (!(factor > 0) || !std::isfinite(factor))
             throw ConfigError("RopeScaling: factor must be > 0, got " + std::to_string(factor));
         if (kind == Kind::kLlama3 &&
@@ -70,11 +89,16 @@ struct RopeScaling {
                 std::to_string(original_max_positions));
     }
 
-    /// The frequency that replaces f.
-    double apply(double f) const {
+    /// The frequency that replaces f, frequency i of the rotated pairs.
+    double apply(double f, std::size_t i) const {
         switch (kind) {
             case Kind::kNone:
                 return f;
+            case Kind::kFactors:
+                if (i >= divisors.size())
+                    throw ConfigError("RopeScaling (factors): frequency " + std::to_string(i) +
+                                      " but only " + std::to_string(divisors.size()) + " divisors");
+                return f / divisors[i];
             case Kind::kLinear:
                 return f / factor;
             case Kind::kLlama3: {
@@ -103,7 +127,7 @@ struct RopeSpec {
     Index rotated() const { return rotary_dim == 0 ? head_dim : rotary_dim; }
     /// Frequency i of `rotated() / 2`: θ^(−2i/rot), rescaled.
     double frequency(Index i) const {
-        return scaling.apply(std::pow(theta, -2.0 * double(i) / double(rotated())));
+        return scaling.apply(std::pow(theta, -2.0 * double(i) / double(rotated())), std::size_t(i));
     }
 };
 

@@ -74,6 +74,12 @@ struct Config {
         if (!(norm_eps >= 0)) throw ConfigError("Config: norm_eps must be >= 0");
         if (!(rope_theta > 0)) throw ConfigError("Config: rope_theta must be > 0");
         rope_scaling.validate();
+        if (rope_scaling.kind == kernels::RopeScaling::Kind::kFactors &&
+            Index(rope_scaling.divisors.size()) != head_dim() / 2)
+            throw ConfigError(
+                "Config: rope_scaling has " + std::to_string(rope_scaling.divisors.size()) +
+                " per-frequency divisors but a head of " + std::to_string(head_dim()) +
+                " rotates " + std::to_string(head_dim() / 2) + " pairs");
     }
 };
 

@@ -52,38 +52,34 @@ struct Gpt2 {
 
     /// The weight table (see nn/weights.hpp): every frozen tensor once, a tied head not repeated.
     /// Hugging Face names without the `transformer.` prefix that GPT2LMHeadModel adds (loaders
-    /// accept both); Conv1D weights are [in, out]. No GGUF loader reads GPT-2, so no GGUF names.
-    /// W is Weights<T> or const Weights<T>; f(const WeightSpec&, W's Weight<T>&).
+    /// accept both); Conv1D weights are [in, out], and GGUF (llama.cpp's "gpt2") stores them
+    /// transposed. W is Weights<T> or const Weights<T>; f(const WeightSpec&, W's Weight<T>&).
     template <class W, class F>
     static void for_each_weight(W& w, const Config& c, F&& f) {
         const Index d = c.dim, h = c.hidden_dim;
-        auto matrix = [](std::string hf, Index rows, Index cols) {
-            return WeightSpec::matrix(std::move(hf), "", rows, cols);
-        };
-        auto vector = [](std::string hf, Index n) {
-            return WeightSpec::vector(std::move(hf), "", n);
-        };
-        f(matrix("wte.weight", c.vocab_size, d), w.wte);
-        f(matrix("wpe.weight", c.max_seq_len, d), w.wpe);
+        using S = WeightSpec;
+        f(S::matrix("wte.weight", "token_embd.weight", c.vocab_size, d), w.wte);
+        f(S::matrix("wpe.weight", "position_embd.weight", c.max_seq_len, d), w.wpe);
         for (std::size_t i = 0; i < w.layers.size(); ++i) {
             const std::string p = "h." + std::to_string(i) + ".";
+            const std::string g = "blk." + std::to_string(i) + ".";
             auto& l = w.layers[i];
-            f(vector(p + "ln_1.weight", d), l.ln1_gain);
-            f(vector(p + "ln_1.bias", d), l.ln1_bias);
-            f(matrix(p + "attn.c_attn.weight", d, 3 * d), l.qkv);
-            f(vector(p + "attn.c_attn.bias", 3 * d), l.qkv_bias);
-            f(matrix(p + "attn.c_proj.weight", d, d), l.proj);
-            f(vector(p + "attn.c_proj.bias", d), l.proj_bias);
-            f(vector(p + "ln_2.weight", d), l.ln2_gain);
-            f(vector(p + "ln_2.bias", d), l.ln2_bias);
-            f(matrix(p + "mlp.c_fc.weight", d, h), l.fc);
-            f(vector(p + "mlp.c_fc.bias", h), l.fc_bias);
-            f(matrix(p + "mlp.c_proj.weight", h, d), l.fc_proj);
-            f(vector(p + "mlp.c_proj.bias", d), l.fc_proj_bias);
+            f(S::vector(p + "ln_1.weight", g + "attn_norm.weight", d), l.ln1_gain);
+            f(S::vector(p + "ln_1.bias", g + "attn_norm.bias", d), l.ln1_bias);
+            f(S::conv1d(p + "attn.c_attn.weight", g + "attn_qkv.weight", d, 3 * d), l.qkv);
+            f(S::vector(p + "attn.c_attn.bias", g + "attn_qkv.bias", 3 * d), l.qkv_bias);
+            f(S::conv1d(p + "attn.c_proj.weight", g + "attn_output.weight", d, d), l.proj);
+            f(S::vector(p + "attn.c_proj.bias", g + "attn_output.bias", d), l.proj_bias);
+            f(S::vector(p + "ln_2.weight", g + "ffn_norm.weight", d), l.ln2_gain);
+            f(S::vector(p + "ln_2.bias", g + "ffn_norm.bias", d), l.ln2_bias);
+            f(S::conv1d(p + "mlp.c_fc.weight", g + "ffn_up.weight", d, h), l.fc);
+            f(S::vector(p + "mlp.c_fc.bias", g + "ffn_up.bias", h), l.fc_bias);
+            f(S::conv1d(p + "mlp.c_proj.weight", g + "ffn_down.weight", h, d), l.fc_proj);
+            f(S::vector(p + "mlp.c_proj.bias", g + "ffn_down.bias", d), l.fc_proj_bias);
         }
-        f(vector("ln_f.weight", d), w.lnf_gain);
-        f(vector("ln_f.bias", d), w.lnf_bias);
-        if (!c.tied_head) f(matrix("lm_head.weight", c.vocab_size, d), w.head);
+        f(S::vector("ln_f.weight", "output_norm.weight", d), w.lnf_gain);
+        f(S::vector("ln_f.bias", "output_norm.bias", d), w.lnf_bias);
+        if (!c.tied_head) f(S::matrix("lm_head.weight", "output.weight", c.vocab_size, d), w.head);
     }
 
     /// Throws ConfigError for a setting of the LLaMA family, which this architecture has not.

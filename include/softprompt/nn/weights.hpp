@@ -23,13 +23,18 @@ struct WeightSpec {
     bool rope_rows = false;        // rows of RoPE heads (q/k projections and biases): their
                                    // order follows the RoPE layout, so converting layouts
                                    // permutes them
+    bool gguf_transposed = false;  // GGUF stores [cols x rows]: llama.cpp turns Conv1D [in, out]
+                                   // weights into [out, in] matrices
 
     static WeightSpec matrix(std::string hf, std::string gguf, Index rows, Index cols,
                              bool rope_rows = false) {
-        return {std::move(hf), std::move(gguf), rows, cols, false, rope_rows};
+        return {std::move(hf), std::move(gguf), rows, cols, false, rope_rows, false};
+    }
+    static WeightSpec conv1d(std::string hf, std::string gguf, Index in, Index out) {
+        return {std::move(hf), std::move(gguf), in, out, false, false, true};
     }
     static WeightSpec vector(std::string hf, std::string gguf, Index n, bool rope_rows = false) {
-        return {std::move(hf), std::move(gguf), 1, n, true, rope_rows};
+        return {std::move(hf), std::move(gguf), 1, n, true, rope_rows, false};
     }
 };
 

@@ -12,7 +12,9 @@
 
 #include "../fuzz_util.hpp"
 #include "softprompt/io/gguf.hpp"
+#include "softprompt/io/gguf_model.hpp"
 #include "softprompt/tok/bpe.hpp"
+#include "softprompt/tok/gguf_vocab.hpp"
 
 namespace softprompt_fuzz::gguf_detail {
 
@@ -72,13 +74,14 @@ inline void gguf(std::string_view input) {
             gguf_detail::attempt([&] { (void)file.read_tensor<float>(t.name); });
         }
         gguf_detail::attempt([&] { (void)io::load_gguf_llama<float>(file); });
+        gguf_detail::attempt([&] { (void)io::load_gguf_gpt2<float>(file); });
         gguf_detail::attempt([&] {
-            const tok::SpmTokenizer spm = io::gguf_spm_tokenizer(file);
+            const tok::SpmTokenizer spm = tok::gguf_spm_tokenizer(file);
             const std::vector<std::int32_t> ids = spm.encode(gguf_detail::kGgufText, true, true);
             (void)spm.decode(ids);
         });
         gguf_detail::attempt([&] {
-            io::GgufBpeVocab v = io::gguf_bpe_vocab(file);
+            tok::GgufBpeVocab v = tok::gguf_bpe_vocab(file);
             tok::BpeOptions options;
             options.bos = v.bos;
             options.eos = v.eos;
