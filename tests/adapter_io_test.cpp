@@ -269,23 +269,23 @@ TEST(TrainingStateFile, ResumingFromDiskEqualsAnUninterruptedRun) {
 
     const fs::path dir = fresh_dir("state");
     fs::create_directories(dir);
-    const std::string path = (dir / kTrainingState).string();
+    const std::string path = (dir / train::kTrainingState).string();
     {
         auto b = make();
         optim::AdamW<float> ob(b->parameters(), {});
         train::Trainer<nn::Llama, float> tb(model, *b, ob, options);
         tb.fit(data, &data, /*stop_after=*/5);
-        save_training_state(path, tb.state(), "p-tuning mlp");
+        train::save_training_state(path, tb.state(), "p-tuning mlp");
     }
     auto c = make();
     optim::AdamW<float> oc(c->parameters(), {});
     train::Trainer<nn::Llama, float> tc(model, *c, oc, options);
-    tc.load_state(load_training_state(path));
+    tc.load_state(train::load_training_state(path));
     tc.fit(data, &data);
     const auto pa = a->parameters(), pc = c->parameters();
     for (std::size_t i = 0; i < pa.size(); ++i)
         EXPECT_TRUE(bit_equal(pa[i]->value(), pc[i]->value())) << pa[i]->name();
-    EXPECT_THROW(load_training_state((dir / "none.safetensors").string()), IoError);
+    EXPECT_THROW(train::load_training_state((dir / "none.safetensors").string()), IoError);
     fs::remove_all(dir);
 }
 

@@ -75,9 +75,8 @@ train::TrainingState<float> state_version(int k, Index dim) {
     s.params = {{"prompt_embeddings", version_matrix(k, 1, kStateRows, dim)}};
     s.best_params = {{"prompt_embeddings", version_matrix(k, 2, kStateRows, dim)}};
     s.optimizer.kind = "adam";
-    s.optimizer.tensors = {
-        {"prompt_embeddings.exp_avg", version_matrix(k, 3, kStateRows, dim)},
-        {"prompt_embeddings.exp_avg_sq", version_matrix(k, 4, kStateRows, dim)}};
+    s.optimizer.tensors = {{"prompt_embeddings.exp_avg", version_matrix(k, 3, kStateRows, dim)},
+                           {"prompt_embeddings.exp_avg_sq", version_matrix(k, 4, kStateRows, dim)}};
     s.optimizer.scalars = {
         {"step", double(k)}, {"lr", 0.1 / double(k + 1)}, {"prompt_embeddings.step", double(k)}};
     s.best_eval_loss = k == 0 ? std::numeric_limits<double>::infinity() : 1.0 / double(k + 1);
@@ -152,7 +151,7 @@ fs::path scratch_folder() {
                               const nn::Model<nn::Llama, float>& model, int first) {
     try {
         const Index dim = model.config.dim;
-        const std::string state_path = (dir / peft::kTrainingState).string();
+        const std::string state_path = (dir / train::kTrainingState).string();
         peft::PromptTuning<float> method(model.config, version_matrix(0, 0, kVirtualTokens, dim));
         progress->alive.store(1);
         const auto alive = Clock::now();
@@ -167,7 +166,7 @@ fs::path scratch_folder() {
             peft::save_adapter(dir.string(), method, model, "crash-test");
             progress->adapter_done.store(k);
             progress->state_started.store(k);
-            peft::save_training_state(state_path, state, "prompt tuning");
+            train::save_training_state(state_path, state, "prompt tuning");
             progress->state_done.store(k);
             if (k == first) progress->first_cycle_us.store(us_since(alive));
             progress->cycle_us.store(us_since(start));
@@ -183,20 +182,18 @@ TEST(KillDuringSave, WhatIsLeftLoadsAsASavedVersion) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<nn::Llama>();
     const Index dim = g.config.dim;
-    const fs::path dir =
-        scratch_folder() / ("softprompt_crash_test_" + std::to_string(::getpid()));
+    const fs::path dir = scratch_folder() / ("softprompt_crash_test_" + std::to_string(::getpid()));
     fs::remove_all(dir);
-    const std::string state_path = (dir / peft::kTrainingState).string();
+    const std::string state_path = (dir / train::kTrainingState).string();
 
     // Version 0, saved by the parent: a previous version always exists.
     peft::PromptTuning<float> method(g.config, version_matrix(0, 0, kVirtualTokens, dim));
     peft::save_adapter(dir.string(), method, model, "crash-test");
-    peft::save_training_state(state_path, state_version(0, dim), "prompt tuning");
+    train::save_training_state(state_path, state_version(0, dim), "prompt tuning");
     const nlohmann::json config0 = peft::load_adapter(dir.string(), g.config).config;
 
-    auto* progress = static_cast<Progress*>(::mmap(nullptr, sizeof(Progress),
-                                                   PROT_READ | PROT_WRITE,
-                                                   MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    auto* progress = static_cast<Progress*>(::mmap(
+        nullptr, sizeof(Progress), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
     ASSERT_NE(progress, MAP_FAILED) << std::strerror(errno);
 
     // Trial -1 measures how long a child takes for its first cycle (adapter and state saves, the
@@ -249,9 +246,11 @@ TEST(KillDuringSave, WhatIsLeftLoadsAsASavedVersion) {
             << "the child did not die by SIGKILL: a save failed (status " << status << ")";
 
         // Machine load changes the pace: follow it with each child that finished a first cycle.
-        if (const std::int64_t first_us = progress->first_cycle_us.load(); trial >= 0 && first_us > 0)
+        if (const std::int64_t first_us = progress->first_cycle_us.load();
+            trial >= 0 && first_us > 0)
             first_cycle_us = 0.8 * first_cycle_us + 0.2 * double(first_us);
-        const int a_done = progress->adapter_done.load(), a_started = progress->adapter_started.load();
+        const int a_done = progress->adapter_done.load(),
+                  a_started = progress->adapter_started.load();
         const int s_done = progress->state_done.load(), s_started = progress->state_started.load();
         const int first = adapter_on_disk + 1;  // the child's first version
         const bool counted = trial >= 0;
@@ -274,13 +273,14 @@ TEST(KillDuringSave, WhatIsLeftLoadsAsASavedVersion) {
         const int ka = version_of(adapter.prompt_embeddings);
         EXPECT_TRUE(ka == a_done || ka == a_started)
             << "adapter version " << ka << ", saved " << a_done << ", saving " << a_started;
-        EXPECT_TRUE(same_bits(adapter.prompt_embeddings, version_matrix(ka, 0, kVirtualTokens, dim)))
+        EXPECT_TRUE(
+            same_bits(adapter.prompt_embeddings, version_matrix(ka, 0, kVirtualTokens, dim)))
             << "adapter version " << ka << " is not bit-identical to what was saved";
         EXPECT_EQ(adapter.config, config0);
 
         // The training state likewise.
         train::TrainingState<float> state;
-        ASSERT_NO_THROW(state = peft::load_training_state(state_path));
+        ASSERT_NO_THROW(state = train::load_training_state(state_path));
         const int ks = int(state.step);
         EXPECT_TRUE(ks == s_done || ks == s_started)
             << "state version " << ks << ", saved " << s_done << ", saving " << s_started;
@@ -295,13 +295,14 @@ TEST(KillDuringSave, WhatIsLeftLoadsAsASavedVersion) {
         if (::testing::Test::HasFailure()) break;  // one trial's report is enough
     }
     ::munmap(progress, sizeof(Progress));
-    std::printf("[ crash    ] %d kills in %.1f s, a child's cycles %.1f ms (first), %.1f ms; kills "
-                "during the first "
-                "save %d, during an adapter save %d, during a state save %d; temporary files "
-                "left %d times (at most %d at once); %d versions saved\n",
-                kTrials, std::chrono::duration<double>(Clock::now() - test_start).count(),
-                first_cycle_us / 1000, cycle_us / 1000, during_first, during_adapter, during_state, left_temporary,
-                max_temporaries, adapter_on_disk);
+    std::printf(
+        "[ crash    ] %d kills in %.1f s, a child's cycles %.1f ms (first), %.1f ms; kills "
+        "during the first "
+        "save %d, during an adapter save %d, during a state save %d; temporary files "
+        "left %d times (at most %d at once); %d versions saved\n",
+        kTrials, std::chrono::duration<double>(Clock::now() - test_start).count(),
+        first_cycle_us / 1000, cycle_us / 1000, during_first, during_adapter, during_state,
+        left_temporary, max_temporaries, adapter_on_disk);
     // The delays did spread over the phases (otherwise the trials above proved little).
     EXPECT_GT(during_first, 0);
     EXPECT_GT(during_adapter, 0);
@@ -313,19 +314,19 @@ TEST(KillDuringSave, WhatIsLeftLoadsAsASavedVersion) {
     const int last = adapter_on_disk + 1;
     method.embeddings().value() = version_matrix(last, 0, kVirtualTokens, dim);
     peft::save_adapter(dir.string(), method, model, "crash-test");
-    peft::save_training_state(state_path, state_version(last, dim), "prompt tuning");
+    train::save_training_state(state_path, state_version(last, dim), "prompt tuning");
     EXPECT_EQ(count_temporaries(dir), 0);
     EXPECT_TRUE(same_bits(peft::load_adapter(dir.string(), g.config).prompt_embeddings,
                           version_matrix(last, 0, kVirtualTokens, dim)));
-    EXPECT_TRUE(is_state_version(peft::load_training_state(state_path), last, dim));
+    EXPECT_TRUE(is_state_version(train::load_training_state(state_path), last, dim));
     fs::remove_all(dir);
 }
 
 // The cleanup that keeps leftovers bounded removes only what a killed save left: temporary files
 // of the same destination that no live save holds locked.
 TEST(KillDuringSave, OnlyTemporaryFilesOfDeadSavesAreRemoved) {
-    const fs::path dir = fs::temp_directory_path() / ("softprompt_crash_test_stale_" +
-                                                      std::to_string(::getpid()));
+    const fs::path dir =
+        fs::temp_directory_path() / ("softprompt_crash_test_stale_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
     const fs::path dest = dir / "x.safetensors";

@@ -224,7 +224,7 @@ TEST(FuzzRegression, AdapterPrefixProjectionNotBoolean) {
 // nlohmann's type_error from json::value().
 TEST(FuzzRegression, TrainingStateMetadataOfTheWrongType) {
     TempDir dir;
-    const fs::path path = dir.path() / peft::kTrainingState;
+    const fs::path path = dir.path() / train::kTrainingState;
     const std::string tensor = R"("x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})";
     for (const auto& [meta, found] : std::vector<std::pair<std::string, std::string>>{
              {R"([1,2])", "format (none) and version (none)"},
@@ -236,7 +236,7 @@ TEST(FuzzRegression, TrainingStateMetadataOfTheWrongType) {
                     safetensors_bytes(
                         R"({"__metadata__":{"softprompt":")" + meta + R"("},)" + tensor + "}", 4));
         try {
-            (void)peft::load_training_state(path.string());
+            (void)train::load_training_state(path.string());
             ADD_FAILURE() << "metadata " << meta << " was accepted";
         } catch (const FormatError& e) {
             const std::string what = e.what();
@@ -331,18 +331,18 @@ TEST(FuzzRegression, JsonNumberTooLargeForADouble) {
     write_bytes(dir.path() / peft::kAdapterConfig, json);
     expect_format_error("load_adapter", (dir.path() / peft::kAdapterConfig).string(),
                         [&] { (void)peft::load_adapter(dir.path().string(), adapter_config()); });
-    const fs::path state = dir.path() / peft::kTrainingState;
+    const fs::path state = dir.path() / train::kTrainingState;
     write_bytes(state, safetensors_bytes(R"({"__metadata__":{"softprompt":"{\"step\":1e400}"},)"
                                          R"("x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
                                          4));
     expect_format_error("load_training_state", state.string(),
-                        [&] { (void)peft::load_training_state(state.string()); });
+                        [&] { (void)train::load_training_state(state.string()); });
 }
 
 // load_training_state: the same float-to-integer cast for "step".
 TEST(FuzzRegression, TrainingStateStepThatIsAFloat) {
     TempDir dir;
-    const fs::path path = dir.path() / peft::kTrainingState;
+    const fs::path path = dir.path() / train::kTrainingState;
     const std::string meta =
         R"({\"format\":\"softprompt-training-state\",\"version\":1,\"step\":1e300,)"
         R"(\"epoch\":0,\"next_batch\":0,\"best_eval_loss\":1,)"
@@ -353,7 +353,7 @@ TEST(FuzzRegression, TrainingStateStepThatIsAFloat) {
                                             R"("data_offsets":[0,4]}})",
                                         4));
     try {
-        (void)peft::load_training_state(path.string());
+        (void)train::load_training_state(path.string());
         FAIL() << "step 1e300 was accepted";
     } catch (const FormatError& e) {
         const std::string what = e.what();

@@ -208,8 +208,8 @@ int main(int argc, char** argv) {
                 options.eval_every = eval.empty() ? 0 : std::max<std::int64_t>(1, total / 5);
                 train::Trainer<Arch, float> trainer(model, *method, optimizer, options);
                 const std::string state_path =
-                    (std::filesystem::path(out_dir) / peft::kTrainingState).string();
-                if (resume) trainer.load_state(peft::load_training_state(state_path));
+                    (std::filesystem::path(out_dir) / train::kTrainingState).string();
+                if (resume) trainer.load_state(train::load_training_state(state_path));
 
                 if (!eval.empty()) {
                     const auto base = train::evaluate<Arch, float>(model, nullptr, eval);
@@ -218,7 +218,7 @@ int main(int argc, char** argv) {
                 }
                 const train::TrainReport report = trainer.fit(data, eval.empty() ? nullptr : &eval);
                 peft::save_adapter(out_dir, *method, model, model_path);
-                peft::save_training_state(state_path, trainer.state(), method_name);
+                train::save_training_state(state_path, trainer.state(), method_name);
                 std::fprintf(stderr,
                              "trained %lld steps in %.1f s (%.0f tokens/s), last loss %.4f\n",
                              static_cast<long long>(report.steps), report.seconds,

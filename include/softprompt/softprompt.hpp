@@ -56,4 +56,5 @@
 #include "softprompt/train/metrics.hpp"
 #include "softprompt/train/progress.hpp"
 #include "softprompt/train/trainer.hpp"
+#include "softprompt/train/training_state.hpp"
 #include "softprompt/version.hpp"

@@ -30,6 +30,7 @@
 #include "softprompt/train/dataset.hpp"
 #include "softprompt/train/metrics.hpp"
 #include "softprompt/train/progress.hpp"
+#include "softprompt/train/training_state.hpp"
 
 namespace softprompt::train {
 
@@ -48,19 +49,6 @@ struct TrainerOptions {
     std::int32_t pad_id = 0;
     std::string metrics_csv;  // empty: none
     ProgressMode progress = ProgressMode::kAuto;
-};
-
-/// Everything a run depends on besides its data and options.
-template <class T>
-struct TrainingState {
-    std::int64_t step = 0;        // optimizer steps taken
-    std::int64_t epoch = 0;       // epoch of the next micro-batch
-    std::int64_t next_batch = 0;  // index of the next micro-batch within that epoch
-    std::vector<std::pair<std::string, Mat<T>>> params;  // the method's Params, by name
-    optim::OptimizerState<T> optimizer;
-    double best_eval_loss = std::numeric_limits<double>::infinity();
-    std::int64_t evals_without_improvement = 0;
-    std::vector<std::pair<std::string, Mat<T>>> best_params;  // empty until an evaluation
 };
 
 struct TrainReport {

@@ -8,16 +8,16 @@
 #include <string_view>
 
 #include "../fuzz_util.hpp"
-#include "softprompt/peft/adapter_io.hpp"
+#include "softprompt/train/training_state.hpp"
 
 namespace softprompt_fuzz {
 
 /// One input of the training_state target (see the top of this file).
 inline void training_state(std::string_view input) {
     using namespace softprompt;
-    const std::string path = softprompt_fuzz::scratch_file(peft::kTrainingState, input);
+    const std::string path = softprompt_fuzz::scratch_file(train::kTrainingState, input);
     try {
-        (void)peft::load_training_state(path);
+        (void)train::load_training_state(path);
     } catch (const Error& e) {
         // The contract: bad bytes throw a softprompt::Error subclass, nothing else.
         softprompt_fuzz::rejected(e);
