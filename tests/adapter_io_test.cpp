@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <softprompt/softprompt.hpp>
 #include <string>
@@ -156,16 +159,108 @@ TEST(AdapterFiles, LoraRoundTripsWithPeftKeys) {
     nlohmann::json tensors;
     const Index d = g.config.dim;
     for (Index l = 0; l < g.config.n_layers; ++l) {
-        const std::string p = "base_model.model.h." + std::to_string(l) + ".attn.";
+        // GPT2LMHeadModel's module path, as PEFT's get_peft_model_state_dict writes it.
+        const std::string p = "base_model.model.transformer.h." + std::to_string(l) + ".attn.";
         tensors[p + "c_attn.lora_A.weight"] = {2, d};
         tensors[p + "c_attn.lora_B.weight"] = {2 * 0 + 3 * d, 2};
         tensors[p + "c_proj.lora_A.weight"] = {2, d};
         tensors[p + "c_proj.lora_B.weight"] = {d, 2};
     }
-    expect_python_reader_accepts(
-        dir, {{"tensors", tensors},
-              {"config",
-               {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4.0}, {"fan_in_fan_out", true}}}});
+    // "attn.c_proj": PEFT's suffix match on "c_proj" alone would also adapt mlp.c_proj.
+    expect_python_reader_accepts(dir, {{"tensors", tensors},
+                                       {"config",
+                                        {{"peft_type", "LORA"},
+                                         {"r", 2},
+                                         {"lora_alpha", 4.0},
+                                         {"fan_in_fan_out", true},
+                                         {"use_rslora", false},
+                                         {"target_modules", {"attn.c_proj", "c_attn"}}}}});
+    // Keys without "transformer." (what softprompt 0.1 wrote) still load.
+    {
+        const io::SafetensorsFile file((dir / kAdapterWeights).string());
+        std::map<std::string, io::TensorSource> old;
+        std::vector<Mat<float>> keep;
+        keep.reserve(file.names().size());
+        for (const std::string& name : file.names()) {
+            keep.push_back(file.matrix<float>(name));
+            std::string legacy = name;
+            legacy.erase(legacy.find("transformer."), std::string("transformer.").size());
+            old.emplace(legacy, io::TensorSource(keep.back()));
+        }
+        io::write_safetensors((dir / kAdapterWeights).string(), old, {{"format", "pt"}});
+        auto legacy = lora_method<nn::Gpt2>(load_adapter(dir.string(), g.config), g.config);
+        EXPECT_TRUE(bit_equal(logits_with(model, g.batch, legacy.get()),
+                              logits_with(model, g.batch, &method)));
+    }
+    fs::remove_all(dir);
+}
+
+// use_rslora scales by α/√r: the same matrices with α·√r/r and plain scaling give the same
+// logits. Config fields that would change the computation in ways not implemented are refused,
+// naming the field; fields that only describe training are accepted.
+TEST(AdapterFiles, LoraHonoursRsLoraAndRefusesWhatItCannotCompute) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    Rng rng(9);
+    const Index r = 4;
+    Lora<nn::Llama, float> method(
+        g.config, {.rank = r, .alpha = 8, .query = true, .value = true, .rslora = true}, rng);
+    for (auto& u : method.updates()) u.b->value().setRandom();
+    EXPECT_FLOAT_EQ(method.scale(), 8.0f / 2.0f);
+    const fs::path dir = fresh_dir("rslora");
+    save_adapter(dir.string(), method, model);
+    const nlohmann::json saved = config_of(dir);
+    EXPECT_EQ(saved.at("use_rslora"), true);
+    const Mat<float> rs =
+        logits_with(model, g.batch,
+                    lora_method<nn::Llama>(load_adapter(dir.string(), g.config), g.config).get());
+    EXPECT_TRUE(bit_equal(rs, logits_with(model, g.batch, &method)));
+    auto with_config = [&](const std::function<void(nlohmann::json&)>& edit) {
+        nlohmann::json c = saved;
+        edit(c);
+        std::ofstream(dir / kAdapterConfig) << c.dump();
+        return lora_method<nn::Llama>(load_adapter(dir.string(), g.config), g.config);
+    };
+    {
+        auto plain = with_config([&](nlohmann::json& c) {
+            c["use_rslora"] = false;
+            c["lora_alpha"] = 8.0 * std::sqrt(double(r));
+        });
+        const Mat<float> got = logits_with(model, g.batch, plain.get());
+        EXPECT_LE((got - rs).cwiseAbs().maxCoeff(), 1e-5f);
+        auto unscaled = with_config([&](nlohmann::json& c) { c["use_rslora"] = false; });
+        EXPECT_GT((logits_with(model, g.batch, unscaled.get()) - rs).cwiseAbs().maxCoeff(), 1e-4f)
+            << "α/r and α/√r differ";
+    }
+    // Training-only fields, and newer PEFT's fields at their defaults, load.
+    EXPECT_NO_THROW(with_config([](nlohmann::json& c) {
+        c["lora_dropout"] = 0.1;
+        c["init_lora_weights"] = "gaussian";
+        c["use_qalora"] = false;
+        c["qalora_group_size"] = 16;
+        c["use_dora"] = false;
+        c["rank_pattern"] = nlohmann::json::object();
+        c["modules_to_save"] = nullptr;
+        c["layers_to_transform"] = nullptr;
+    }));
+    const std::pair<const char*, nlohmann::json> refused[] = {{"use_dora", true},
+                                                              {"use_qalora", true},
+                                                              {"rank_pattern", {{"q_proj", 8}}},
+                                                              {"alpha_pattern", {{"v_proj", 32}}},
+                                                              {"modules_to_save", {"lm_head"}},
+                                                              {"layers_to_transform", {0}},
+                                                              {"lora_bias", true},
+                                                              {"bias", "all"}};
+    for (const auto& [key, value] : refused) {
+        try {
+            with_config([&](nlohmann::json& c) { c[key] = value; });
+            ADD_FAILURE() << key << " was accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(std::string("field '") + key + "'"),
+                      std::string::npos)
+                << e.what();
+        }
+    }
     fs::remove_all(dir);
 }
 

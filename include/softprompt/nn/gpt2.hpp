@@ -25,6 +25,9 @@ struct Gpt2 {
     static constexpr bool kFusedQkv = true;
     /// Projections are Conv1D weights stored [in, out] (PEFT's fan_in_fan_out).
     static constexpr bool kConv1dWeights = true;
+    /// What GPT2LMHeadModel puts before the weight table's module names ("transformer.h.0...."):
+    /// PEFT's adapter keys carry it.
+    static constexpr const char* kHfModelPrefix = "transformer.";
 
     template <class T>
     struct Layer {

@@ -27,6 +27,9 @@ struct Llama {
     static constexpr bool kFusedQkv = false;
     /// Projections are nn.Linear weights stored [out, in].
     static constexpr bool kConv1dWeights = false;
+    /// The weight table's module names are LlamaForCausalLM's own ("model.layers.0...."), as
+    /// PEFT's adapter keys have them.
+    static constexpr const char* kHfModelPrefix = "";
 
     template <class T>
     struct Layer {

@@ -1,5 +1,5 @@
 #pragma once
-// Adapter files in Hugging Face PEFT's format, and the training-state file that lets a run resume.
+// Adapter files in Hugging Face PEFT's format.
 //
 // PEFT adapter folder:
 //   adapter_model.safetensors   F32, metadata {"format": "pt"}
@@ -7,8 +7,13 @@
 //     prefix tuning:            "prompt_embeddings" [P, L·2·Dkv], column ((2l + kv)·Hkv + h)·hd + j
 //                               (a reparameterised prefix is folded first)
 //     LoRA:                     "base_model.model.<module>.lora_A.weight" [r, in] and
-//     ".lora_B.weight"
-//                               [out, r] for each adapted module
+//                               ".lora_B.weight" [out, r] for each adapted module, <module> the
+//                               model class's path: "model.layers.0.self_attn.q_proj"
+//                               (LlamaForCausalLM), "transformer.h.0.attn.c_attn" (GPT2LMHeadModel)
+//                               as PEFT's get_peft_model_state_dict names them. use_rslora scales
+//                               by α/√r; config fields that would change the computation in ways
+//                               not implemented (use_dora, rank_pattern, modules_to_save, ...) are
+//                               refused, naming the field.
 //   adapter_config.json         peft_type, task_type "CAUSAL_LM", inference_mode true, and the
 //                               method's fields; prefix tuning writes token_dim = Dkv and
 //                               num_attention_heads = Hkv (grouped-query attention), as PEFT does.
@@ -103,6 +108,22 @@ inline nlohmann::ordered_json base_config(MethodKind kind, const nn::Config& c,
     return j;
 }
 
+/// PEFT's key of a module: "base_model.model." + the model class's own module path.
+template <class Arch>
+std::string lora_key_prefix() {
+    return std::string("base_model.model.") + Arch::kHfModelPrefix;
+}
+
+/// The name a target_modules list gives a module so that PEFT's suffix match selects exactly it:
+/// the last component, except GPT-2's attention c_proj ("attn.c_proj"), whose last component
+/// alone also matches the feed-forward's mlp.c_proj.
+template <class Arch>
+std::string lora_target_name(const std::string& module) {
+    const std::string last = module.substr(module.rfind('.') + 1);
+    if (Arch::kFusedQkv && last == "c_proj") return "attn.c_proj";
+    return last;
+}
+
 }  // namespace detail
 
 /// Save a trained method as a PEFT adapter folder (created if needed). `base_model` is recorded as
@@ -157,14 +178,14 @@ void save_adapter(const std::string& dir, Method<float>& method,
             std::vector<std::string> modules;
             std::set<std::string> targets;
             for (const auto& u : m.updates()) {
-                tensors.emplace("base_model.model." + u.module + ".lora_A.weight",
-                                io::TensorSource(u.a->value()));
-                tensors.emplace("base_model.model." + u.module + ".lora_B.weight",
-                                io::TensorSource(u.b->value()));
-                targets.insert(u.module.substr(u.module.rfind('.') + 1));
+                const std::string key = detail::lora_key_prefix<Arch>() + u.module;
+                tensors.emplace(key + ".lora_A.weight", io::TensorSource(u.a->value()));
+                tensors.emplace(key + ".lora_B.weight", io::TensorSource(u.b->value()));
+                targets.insert(detail::lora_target_name<Arch>(u.module));
             }
             config["r"] = m.options().rank;
             config["lora_alpha"] = m.options().alpha;
+            config["use_rslora"] = m.options().rslora;
             config["lora_dropout"] = 0.0;
             config["bias"] = "none";
             config["fan_in_fan_out"] = Arch::kConv1dWeights;
@@ -245,6 +266,11 @@ inline const std::set<std::string>& known_config_fields() {
                                                 "trainable_token_indices",
                                                 "corda_config",
                                                 "target_parameters",
+                                                "use_qalora",
+                                                "qalora_group_size",
+                                                "alora_invocation_tokens",
+                                                "arrow_config",
+                                                "ensure_weight_tying",
                                                 "peft_version"};
     return known;
 }
@@ -264,6 +290,41 @@ V required(const nlohmann::json& j, const std::string& key, const std::string& f
     } catch (const nlohmann::json::exception&) {
         throw ConfigError(file + ": field '" + key + "' has the wrong type: " + j.at(key).dump());
     }
+}
+
+/// LoRA config fields that would change what the adapter computes, in a way this library does not
+/// implement: each must be absent or hold its default (null, false, empty, or bias "none"). The
+/// other fields PEFT writes only describe training or initialisation (lora_dropout,
+/// init_lora_weights, loftq/eva/corda configs, qalora_group_size without use_qalora, ...).
+inline void refuse_unimplemented_lora_fields(const nlohmann::json& config,
+                                             const std::string& file) {
+    static const std::pair<const char*, const char*> fields[] = {
+        {"use_dora", "DoRA (weight-decomposed LoRA)"},
+        {"use_qalora", "QA-LoRA"},
+        {"lora_bias", "a bias on lora_B"},
+        {"modules_to_save", "modules saved whole beside the adapter"},
+        {"rank_pattern", "per-module ranks"},
+        {"alpha_pattern", "per-module alphas"},
+        {"layers_to_transform", "adapting only some layers"},
+        {"layers_pattern", "adapting only some layers"},
+        {"exclude_modules", "excluded modules"},
+        {"layer_replication", "replicated layers"},
+        {"target_parameters", "adapted parameters (not modules)"},
+        {"trainable_token_indices", "trainable token embeddings"},
+        {"megatron_config", "Megatron parallel layers"},
+        {"alora_invocation_tokens", "activated LoRA"},
+        {"arrow_config", "Arrow routing"}};
+    for (const auto& [key, what] : fields) {
+        const auto it = config.find(key);
+        if (it == config.end() || it->is_null() || (it->is_boolean() && !it->get<bool>()) ||
+            (it->is_array() && it->empty()) || (it->is_object() && it->empty()))
+            continue;
+        throw ConfigError(file + ": field '" + key + "' is " + io::detail::brief(*it) + ": " +
+                          what + " is not supported");
+    }
+    if (const auto it = config.find("bias"); it != config.end() && !it->is_null() && *it != "none")
+        throw ConfigError(file + ": field 'bias' is " + io::detail::brief(*it) +
+                          ": trained biases are not supported (only \"none\")");
 }
 
 }  // namespace detail
@@ -361,6 +422,13 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
     LoraOptions options;
     options.rank = detail::required<Index>(a.config, "r", file);
     options.alpha = detail::required<double>(a.config, "lora_alpha", file);
+    detail::refuse_unimplemented_lora_fields(a.config, file);
+    if (const auto it = a.config.find("use_rslora"); it != a.config.end() && !it->is_null()) {
+        if (!it->is_boolean())
+            throw ConfigError(file + ": field 'use_rslora' is " + it->dump() +
+                              ", expected true or false");
+        options.rslora = it->get<bool>();
+    }
     const auto targets =
         detail::required<std::vector<std::string>>(a.config, "target_modules", file);
     auto has = [&](std::initializer_list<const char*> names) {
@@ -368,13 +436,13 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
             if (std::find(targets.begin(), targets.end(), n) != targets.end()) return true;
         return false;
     };
-    options.query = has({"q_proj", "c_attn"});
+    options.query = has({"q_proj", "c_attn", "attn.c_attn"});
     options.key = has({"k_proj"});
     options.value = has({"v_proj"}) || (Arch::kFusedQkv && options.query);
-    options.output = has({"o_proj", "c_proj"});
+    options.output = has({"o_proj", "c_proj", "attn.c_proj"});
     if (Arch::kFusedQkv) options.key = options.value = false;
     const std::set<std::string> adaptable =
-        Arch::kFusedQkv ? std::set<std::string>{"c_attn", "c_proj"}
+        Arch::kFusedQkv ? std::set<std::string>{"c_attn", "c_proj", "attn.c_attn", "attn.c_proj"}
                         : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
     for (const auto& t : targets)
         if (adaptable.count(t) == 0)
@@ -399,8 +467,10 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
     std::size_t used = 0;
     for (auto& u : lora->updates()) {
         for (auto* param : {u.a.get(), u.b.get()}) {
-            const std::string key = "base_model.model." + param->name();
-            const auto it = a.tensors.find(key);
+            const std::string key = detail::lora_key_prefix<Arch>() + param->name();
+            auto it = a.tensors.find(key);
+            // softprompt 0.1 wrote GPT-2's keys without the model class's "transformer.".
+            if (it == a.tensors.end()) it = a.tensors.find("base_model.model." + param->name());
             if (it == a.tensors.end())
                 throw ConfigError(std::string(kAdapterWeights) + ": missing tensor '" + key + "'");
             if (it->second.rows() != param->value().rows() ||

@@ -28,6 +28,8 @@ struct LoraOptions {
     // Which projections get an update. GPT-2: `query` selects the fused c_attn, `output` c_proj;
     // `key` and `value` apply to LLaMA only. PEFT's defaults: LLaMA q and v, GPT-2 c_attn.
     bool query = true, key = false, value = true, output = false;
+    // Rank-stabilised LoRA (PEFT's use_rslora): the update is scaled by α/√r instead of α/r.
+    bool rslora = false;
 };
 
 template <class Arch, class T>
@@ -83,7 +85,11 @@ public:
         return in;
     }
 
-    T scale() const { return T(options_.alpha / double(options_.rank)); }
+    /// α/r, or α/√r for rank-stabilised LoRA.
+    T scale() const {
+        const double r = double(options_.rank);
+        return T(options_.alpha / (options_.rslora ? std::sqrt(r) : r));
+    }
     const LoraOptions& options() const { return options_; }
 
     /// A copy of the model whose updated projections hold W + (α/r)·B·A in new memory; the other
