@@ -192,6 +192,33 @@ TEST(AdapterFiles, LoraRoundTripsWithPeftKeys) {
         EXPECT_TRUE(bit_equal(logits_with(model, g.batch, legacy.get()),
                               logits_with(model, g.batch, &method)));
     }
+    // PEFT's "c_proj" also adapts the feed-forward's mlp.c_proj: such a file names what is not
+    // supported.
+    {
+        const Mat<float> extra = Mat<float>::Ones(2, g.config.dim);
+        std::map<std::string, io::TensorSource> more;
+        more.emplace("base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight",
+                     io::TensorSource(extra));
+        const io::SafetensorsFile file((dir / kAdapterWeights).string());
+        std::vector<Mat<float>> keep;
+        keep.reserve(file.names().size());
+        for (const std::string& name : file.names()) {
+            keep.push_back(file.matrix<float>(name));
+            more.emplace(name, io::TensorSource(keep.back()));
+        }
+        io::write_safetensors((dir / kAdapterWeights).string(), more, {{"format", "pt"}});
+        try {
+            (void)lora_method<nn::Gpt2>(load_adapter(dir.string(), g.config), g.config);
+            ADD_FAILURE() << "an mlp.c_proj tensor was accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("tensor 'base_model.model.transformer.h.0.mlp."
+                                                 "c_proj.lora_A.weight' (1 in all) matches no "
+                                                 "adapted module"),
+                      std::string::npos)
+                << e.what();
+            EXPECT_NE(std::string(e.what()).find("feed-forward"), std::string::npos) << e.what();
+        }
+    }
     fs::remove_all(dir);
 }
 

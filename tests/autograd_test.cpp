@@ -158,7 +158,7 @@ TEST(Gradcheck, GatherConcatSlice) {
 TEST(Gradcheck, RopeWithLinearAndLlama3Scaling) {
     Param<D> x("x", random_matrix(6, 16, 84));  // 2 heads of 8: four frequencies per head
     const std::vector<std::int32_t> positions = batch_positions(2, 3, /*offset=*/40);
-    for (const kernels::RopeScaling scaling :
+    for (const kernels::RopeScaling& scaling :
          {kernels::RopeScaling::linear(4.0), kernels::RopeScaling::llama3(8.0, 1.0, 4.0, 256)}) {
         const RopeSpec spec{.head_dim = 8,
                             .rotary_dim = 0,

@@ -1,7 +1,7 @@
 # The folders of include/softprompt/ are layers: a header may include headers of its own layer or
-# of a lower one, never of a higher one, so no two folders include each other (io/ never includes
-# tok/: the tokenizers read GGUF vocabularies, not the other way round; peft/ never includes
-# train/: the trainer runs methods, adapter files know nothing of training). Layers, lowest first; folders joined by '+'
+# of a lower one, never of a higher one, so no two folders of different layers include each other
+# (io/ never includes tok/: the tokenizers read GGUF vocabularies, not the other way round; peft/
+# never includes train/: the trainer runs methods, adapter files know nothing of training). Layers, lowest first; folders joined by '+'
 # share a layer. The top-level headers (error.hpp, version.hpp) sit below every layer; the
 # umbrella softprompt.hpp above them all.
 #   cmake -DINCLUDE_DIR=<include/softprompt> -P header_layers.cmake

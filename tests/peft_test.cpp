@@ -38,6 +38,32 @@ void expect_method_gradients(const Golden<double>& g, Method<double>& method, do
     EXPECT_GT(norm, 0.0);
 }
 
+// A soft prompt and a direct prefix (both away from zero) on every family's golden model: GPT-2,
+// LLaMA in both RoPE layouts, Llama 3 scaling, Qwen2 biases, Qwen3 q/k norms and head width,
+// Mistral (its window longer than the batch, so it computes as full attention here).
+TEST(Gradients, PromptAndPrefixOnEveryFamily) {
+    Rng rng(11);
+    for (const char* file :
+         {"golden_gpt2.json", "golden_llama_gqa.json", "golden_llama_interleaved.json",
+          "golden_llama3.json", "golden_qwen2.json", "golden_qwen3.json", "golden_mistral.json"}) {
+        SCOPED_TRACE(file);
+        const Golden<double> g(file);
+        auto check = [&](auto arch) {
+            using Arch = decltype(arch);
+            PromptTuning<double> prompt(g.config, init_normal<double>(2, g.config.dim, 0.5, rng));
+            expect_method_gradients<Arch>(g, prompt);
+            PrefixTuning<double> prefix(
+                g.config,
+                init_normal<double>(2, g.config.n_layers * 2 * g.config.kv_dim(), 0.5, rng));
+            expect_method_gradients<Arch>(g, prefix);
+        };
+        if (g.json.at("family") == "gpt2")
+            check(nn::Gpt2{});
+        else
+            check(nn::Llama{});
+    }
+}
+
 TEST(Gradients, PrefixReparameterisation) {
     const Golden<double> g("golden_llama_gqa.json");
     Rng rng(1);

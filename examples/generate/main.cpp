@@ -82,7 +82,9 @@ Tokenizer open_tokenizer(const std::string& model_path, const std::string& token
         if (const auto found = examples::TokenizerFile::in_folder(model_path))
             file = found->string();
     }
-    if (file.empty() && io::model_file_kind(model_path) == io::ModelFileKind::kGguf)
+    // A GGUF that embeds a vocabulary is its own tokenizer.
+    if (file.empty() && io::model_file_kind(model_path) == io::ModelFileKind::kGguf &&
+        io::GgufFile(model_path).contains("tokenizer.ggml.model"))
         file = model_path;
     if (!file.empty()) {
         t.file = examples::TokenizerFile::for_model(file, config.vocab_size);

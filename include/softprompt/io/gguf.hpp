@@ -32,8 +32,7 @@
 // allocated for it (a corrupt count fails at once instead of allocating terabytes); keys and
 // tensor names must be unique; element counts and byte sizes must not overflow; tensor data must
 // lie inside the file, aligned. Every failure is a FormatError::at(path, byte offset, what), also
-// for typed access to a value of the wrong type and for content this reader cannot use (unknown
-// architecture, RoPE scaling, ...).
+// for typed access to a value of the wrong type and for tensor data of a type it cannot convert.
 //
 // Host requirement: tensor data is read as little-endian (every supported platform).
 

@@ -167,7 +167,7 @@ inline nlohmann::json rope_scaling_json(const kernels::RopeScaling& s) {
             // made them; config.json has no way to list them.
             throw ConfigError(
                 "rope_scaling: per-frequency RoPE divisors (from a GGUF rope_freqs tensor) have no "
-                "config.json form; save this model as GGUF or from its Hugging Face original");
+                "config.json form; save the Hugging Face checkpoint this GGUF was converted from");
     }
     return nullptr;
 }

@@ -85,8 +85,9 @@ nn::AnyModel<T> open_model(const std::string& path) {
         }
         case ModelFileKind::kGguf: {
             const GgufFile file(path);
-            if (file.at("general.architecture").as_string() == "gpt2")
-                return load_gguf_gpt2<T>(file);
+            const std::string arch =
+                detail::gguf_architecture(file, {"gpt2", "llama", "qwen2", "qwen3"}, "open_model");
+            if (arch == "gpt2") return load_gguf_gpt2<T>(file);
             return load_gguf_llama<T>(file);
         }
         case ModelFileKind::kLlama2c:

@@ -20,7 +20,8 @@ struct Config {
     double norm_eps = 1e-5;
     double rope_theta = 10000.0;
     kernels::RopeLayout rope_layout = kernels::RopeLayout::kInterleaved;  // LLaMA family only
-    kernels::RopeScaling rope_scaling = {};  // LLaMA family only (Llama 3's, or linear)
+    kernels::RopeScaling rope_scaling = {};  // LLaMA family only (Llama 3's, linear, or GGUF's
+                                             // per-frequency divisors)
     bool tied_head = true;                   // LM head shares the token embedding
     // LLaMA-family variants, all off for Llama 2 / llama2.c / TinyLlama / SmolLM2 / Mistral:
     Index explicit_head_dim = 0;  // > 0: head width independent of dim / n_heads (Qwen3)

@@ -1,6 +1,7 @@
 #pragma once
 // LoRA (Hu et al.) on the attention projections, the baseline users compare prompt methods with:
-// a frozen projection y = x·Wᵀ gains a trainable low-rank update (α/r)·(x·Aᵀ)·Bᵀ, A [r, in] and
+// a frozen projection y = x·Wᵀ gains a trainable low-rank update s·(x·Aᵀ)·Bᵀ, s = α/r (α/√r for
+// rank-stabilised LoRA), A [r, in] and
 // B [out, r]. A starts as PEFT's kaiming-uniform (U(±1/√in)), B as zeros, so training starts from
 // the base model exactly. GPT-2 has a fused QKV projection (c_attn) and an output projection
 // (c_proj); LLaMA has q/k/v/o_proj. `merge` adds the updates into a copy of the weights, giving a
@@ -92,7 +93,7 @@ public:
     }
     const LoraOptions& options() const { return options_; }
 
-    /// A copy of the model whose updated projections hold W + (α/r)·B·A in new memory; the other
+    /// A copy of the model whose updated projections hold W + scale()·B·A in new memory; the other
     /// weights stay views of the original.
     nn::Model<Arch, T> merge(const nn::Model<Arch, T>& base) const {
         nn::Model<Arch, T> merged = base;
