@@ -77,20 +77,7 @@ public:
             // The vocabulary the file embeds: SentencePiece ("llama") or byte-level BPE ("gpt2").
             const io::GgufFile gguf(file.string());
             if (gguf.get_string_or("tokenizer.ggml.model", "") == "gpt2") {
-                tok::GgufBpeVocab v = tok::gguf_bpe_vocab(gguf);
-                // Other byte-level BPE families (Llama 3's "llama-bpe", Qwen's "qwen2") split the
-                // text with their own regex, which a GGUF names but does not hold.
-                if (!v.pre.empty() && v.pre != "gpt-2")
-                    throw Error(file.string() + ": tokenizer.ggml.pre is '" + v.pre +
-                                "'; only GPT-2's pre-tokenizer is read from GGUF (give the model's "
-                                "tokenizer.json instead)");
-                tok::BpeOptions options;
-                options.bos = v.bos;
-                options.eos = v.eos;
-                for (std::size_t i = 0; i < v.token_types.size(); ++i)
-                    if (v.token_types[i] == 3 || v.token_types[i] == 4)  // control, user-defined
-                        options.special_ids.push_back(std::int32_t(i));
-                t.bpe_ = tok::BpeTokenizer(std::move(v.tokens), v.merges, options, gguf.path());
+                t.bpe_ = tok::gguf_bpe_tokenizer(gguf);
             } else {
                 t.spm_ = tok::gguf_spm_tokenizer(gguf);
             }

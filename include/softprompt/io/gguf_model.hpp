@@ -65,6 +65,14 @@ struct GgufStorage {
 
 inline constexpr const char* kRopeFreqs = "rope_freqs.weight";
 
+/// Whether a tensor's ggml dims are `want` (ggml order), ignoring trailing 1s on either side.
+inline bool gguf_dims_are(const GgufTensorInfo& t, std::vector<std::uint64_t> want) {
+    std::vector<std::uint64_t> ne = t.ne;
+    while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
+    while (want.size() > 1 && want.back() == 1) want.pop_back();
+    return ne == want;
+}
+
 /// `general.architecture`, which must be one of `known` (FormatError naming the loader).
 inline std::string gguf_architecture(const GgufFile& file, std::initializer_list<const char*> known,
                                      const char* loader) {
@@ -210,9 +218,7 @@ inline nn::Config gguf_llama_config(const GgufFile& file, const std::string& arc
     // Llama 3's scaling, as llama.cpp's converter writes it: no parameters, the divisor of each
     // frequency in a tensor. A linear factor as well divides every one of them further.
     if (const GgufTensorInfo* rf = file.find_tensor(kRopeFreqs)) {
-        std::vector<std::uint64_t> ne = rf->ne;
-        while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
-        if (ne != std::vector<std::uint64_t>{std::uint64_t(c.head_dim() / 2)})
+        if (!gguf_dims_are(*rf, {std::uint64_t(c.head_dim() / 2)}))
             throw fail(rf->info_offset, std::string("tensor '") + kRopeFreqs + "' is " +
                                             rf->shape_string() + "; expected [" +
                                             std::to_string(c.head_dim() / 2) +
@@ -293,12 +299,8 @@ nn::Model<Arch, T> bind_gguf(const GgufFile& file, const nn::Config& c, const st
         if (t == nullptr)
             throw fail(file.tensors_offset(),
                        "missing tensor '" + spec.gguf + "', expected " + want);
-        // ggml ne must be [file_cols, file_rows] (a vector: [cols]); trailing 1s are allowed.
-        std::vector<std::uint64_t> ne = t->ne;
-        while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
-        std::vector<std::uint64_t> expected = {std::uint64_t(file_cols), std::uint64_t(file_rows)};
-        while (expected.size() > 1 && expected.back() == 1) expected.pop_back();
-        if (ne != expected)
+        // ggml ne must be [file_cols, file_rows] (a vector: [cols]).
+        if (!gguf_dims_are(*t, {std::uint64_t(file_cols), std::uint64_t(file_rows)}))
             throw fail(t->info_offset, "tensor '" + spec.gguf + "': expected " + want + ", found " +
                                            t->shape_string());
         file.check_convertible(*t);
@@ -312,11 +314,9 @@ nn::Model<Arch, T> bind_gguf(const GgufFile& file, const nn::Config& c, const st
             storage->owned.emplace_back(static_cast<std::size_t>(t->n_elements));
         file.read_tensor<T>(*t, std::span<T>(buffer));
         if (spec.gguf_transposed) {
-            std::vector<T> back(buffer.size());
-            for (Index r = 0; r < file_rows; ++r)
-                for (Index k = 0; k < file_cols; ++k)
-                    back[std::size_t(k * file_rows + r)] = buffer[std::size_t(r * file_cols + k)];
-            buffer.swap(back);
+            using RowMajor = Eigen::Map<Mat<T>>;
+            const Mat<T> back = RowMajor(buffer.data(), file_rows, file_cols).transpose();
+            RowMajor(buffer.data(), rows, cols) = back;
         }
         return Weight<T>{buffer.data(), rows, cols};
     };

@@ -464,7 +464,6 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
                           " says r = " + std::to_string(options.rank) + ")");
     Rng rng(0);
     auto lora = std::make_unique<Lora<Arch, float>>(c, options, rng);
-    std::size_t used = 0;
     std::set<std::string> used_keys;
     for (auto& u : lora->updates()) {
         for (auto* param : {u.a.get(), u.b.get()}) {
@@ -481,14 +480,13 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
                                            it->second.rows(), it->second.cols());
             param->value() = it->second;
             used_keys.insert(it->first);
-            ++used;
         }
     }
     for (const auto& [key, m] : a.tensors) {
         if (used_keys.count(key)) continue;
         const bool mlp = key.find(".mlp.") != std::string::npos;
         throw ConfigError(std::string(kAdapterWeights) + ": tensor '" + key + "' (" +
-                          std::to_string(a.tensors.size() - used) +
+                          std::to_string(a.tensors.size() - used_keys.size()) +
                           " in all) matches no adapted module of this model" +
                           (mlp ? ": LoRA on the feed-forward (PEFT's \"c_proj\" also selects "
                                  "mlp.c_proj) is not supported"

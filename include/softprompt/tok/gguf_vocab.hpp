@@ -1,7 +1,8 @@
 #pragma once
 // The vocabularies GGUF files embed (`tokenizer.ggml.*`; the file itself: io/gguf.hpp):
 // SentencePiece "llama" vocabularies become an SpmTokenizer, byte-level BPE "gpt2" ones the raw
-// lists a BpeTokenizer is built from.
+// lists a BpeTokenizer is built from, or the BpeTokenizer itself when GPT-2's pre-tokenizer is the
+// file's.
 
 #include <cstdint>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "softprompt/error.hpp"
 #include "softprompt/io/gguf.hpp"
+#include "softprompt/tok/bpe.hpp"
 #include "softprompt/tok/spm.hpp"
 
 namespace softprompt::tok {
@@ -146,6 +148,25 @@ inline GgufBpeVocab gguf_bpe_vocab(const io::GgufFile& file) {
 /// Maps `path` and reads its BPE vocabulary (see gguf_bpe_vocab(const io::GgufFile&)).
 inline GgufBpeVocab gguf_bpe_vocab(const std::string& path) {
     return gguf_bpe_vocab(io::GgufFile(path));
+}
+
+/// The BpeTokenizer of a "gpt2" vocabulary: BOS/EOS as the file says, control and user-defined
+/// tokens (llama.cpp's token types 3 and 4) special. Other byte-level BPE families (Llama 3's
+/// "llama-bpe", Qwen's "qwen2") split text with their own regex, which a GGUF names in
+/// `tokenizer.ggml.pre` but does not hold: FormatError naming it.
+inline BpeTokenizer gguf_bpe_tokenizer(const io::GgufFile& file) {
+    GgufBpeVocab v = gguf_bpe_vocab(file);
+    if (!v.pre.empty() && v.pre != "gpt-2")
+        throw FormatError(file.path() + ": tokenizer.ggml.pre is '" + v.pre +
+                          "'; only GPT-2's pre-tokenizer is read from GGUF (use the model's "
+                          "tokenizer.json)");
+    BpeOptions options;
+    options.bos = v.bos;
+    options.eos = v.eos;
+    for (std::size_t i = 0; i < v.token_types.size(); ++i)
+        if (v.token_types[i] == 3 || v.token_types[i] == 4)
+            options.special_ids.push_back(std::int32_t(i));
+    return BpeTokenizer(std::move(v.tokens), v.merges, std::move(options), file.path());
 }
 
 }  // namespace softprompt::tok
