@@ -10,8 +10,10 @@
 // Threads: one thread per method (see peft/method.hpp). merge() only reads the method and the base
 // model: the merged copy may then be shared like any loaded model.
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,14 +50,13 @@ public:
         if (!(options.query || options.key || options.value || options.output))
             throw ConfigError("Lora: no projection selected");
         const Index d = config.dim, q = config.n_heads * config.head_dim(), kv = config.kv_dim();
+        const std::vector<std::array<std::string, 4>> modules = module_names(config);
         for (Index l = 0; l < config.n_layers; ++l) {
-            const std::string prefix = gpt2 ? "h." + std::to_string(l) + ".attn."
-                                            : "model.layers." + std::to_string(l) + ".self_attn.";
-            if (options.query)
-                add(l, 0, prefix + (gpt2 ? "c_attn" : "q_proj"), d, gpt2 ? 3 * d : q, rng);
-            if (!gpt2 && options.key) add(l, 1, prefix + "k_proj", d, kv, rng);
-            if (!gpt2 && options.value) add(l, 2, prefix + "v_proj", d, kv, rng);
-            if (options.output) add(l, 3, prefix + (gpt2 ? "c_proj" : "o_proj"), q, d, rng);
+            const auto& m = modules[std::size_t(l)];
+            if (options.query) add(l, 0, m[0], d, gpt2 ? 3 * d : q, rng);
+            if (!gpt2 && options.key) add(l, 1, m[1], d, kv, rng);
+            if (!gpt2 && options.value) add(l, 2, m[2], d, kv, rng);
+            if (options.output) add(l, 3, m[3], q, d, rng);
         }
     }
 
@@ -138,6 +139,25 @@ private:
              std::make_unique<autograd::Param<T>>(module + ".lora_A.weight", std::move(a)),
              std::make_unique<autograd::Param<T>>(module + ".lora_B.weight",
                                                   Mat<T>::Zero(out, options_.rank))});
+    }
+
+    /// The Hugging Face module of each slot of each layer: its weight's name in the family's weight
+    /// table without ".weight" ("model.layers.0.self_attn.q_proj", "h.0.attn.c_attn").
+    static std::vector<std::array<std::string, 4>> module_names(const nn::Config& c) {
+        typename Arch::template Weights<T> w;
+        w.layers.resize(std::size_t(c.n_layers));
+        std::map<const Weight<T>*, std::string> hf;
+        Arch::for_each_weight(
+            w, c, [&](const nn::WeightSpec& spec, Weight<T>& slot) { hf[&slot] = spec.hf; });
+        std::vector<std::array<std::string, 4>> out(w.layers.size());
+        for (std::size_t l = 0; l < w.layers.size(); ++l)
+            for (int slot = 0; slot < 4; ++slot) {
+                std::string name = hf.at(&slot_weight(w.layers[l], slot));
+                const std::string suffix = ".weight";
+                if (name.ends_with(suffix)) name.resize(name.size() - suffix.size());
+                out[l][std::size_t(slot)] = std::move(name);
+            }
+        return out;
     }
 
     static Weight<T>& slot_weight(typename Arch::template Layer<T>& layer, int slot) {
