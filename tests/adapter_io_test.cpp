@@ -351,6 +351,133 @@ TEST(AdapterFiles, AFailedSaveLeavesThePreviousAdapterWhole) {
     fs::remove_all(dir);
 }
 
+// One registry, six adapters from their PEFT folders (prompt tuning, prefix tuning, P-tuning, and
+// two LoRA adapters, one rank-stabilised), and a batch of 8 rows mixing them with rows of no
+// adapter. Each row's logits equal the row's alone within 1e-5, its greedy tokens equal the row's
+// alone, and a LoRA row (applied per row on the shared weights) equals both the training forward
+// pass of its method and generation on the method's merged copy of the model.
+template <class Arch>
+void expect_mixed_batch_equals_each_row_alone(const Golden<float>& g, const std::string& tag) {
+    const auto model = g.model<Arch>();
+    const nn::Config& c = g.config;
+    Rng rng(7);
+    const fs::path root = fresh_dir("registry_" + tag);
+    PromptTuning<float> prompt(c, init_normal<float>(4, c.dim, 1.0, rng));
+    PrefixTuning<float> prefix(c, init_normal<float>(3, c.n_layers * 2 * c.kv_dim(), 1.0, rng));
+    PTuning<float> ptuning(c, {.num_virtual_tokens = 2, .encoder_hidden_size = 8}, rng);
+    const bool gpt2 = Arch::kFusedQkv;
+    Lora<Arch, float> lora_a(c, {.rank = 2, .alpha = 4, .output = true}, rng);
+    Lora<Arch, float> lora_b(
+        c, {.rank = 3, .alpha = 3, .key = !gpt2, .value = !gpt2, .rslora = true}, rng);
+    for (auto* lora : {&lora_a, &lora_b})
+        for (auto& u : lora->updates())
+            u.b->value() = init_normal<float>(u.b->value().rows(), u.b->value().cols(), 1.0, rng);
+    const std::vector<std::pair<std::string, Method<float>*>> methods = {
+        {"prompt", &prompt}, {"prefix", &prefix}, {"ptuning", &ptuning},
+        {"lora_a", &lora_a}, {"lora_b", &lora_b}};
+    Registry<Arch> registry(model);
+    for (const auto& [name, method] : methods) {
+        save_adapter((root / name).string(), *method, model);
+        EXPECT_EQ(registry.add_folder((root / name).string()).name, name);
+    }
+    EXPECT_EQ(registry.size(), methods.size());
+    EXPECT_THROW(registry.add_folder((root / "prompt").string()), Error);  // the name is taken
+
+    // 8 rows: none, prompt, prefix, P-tuning, LoRA a, LoRA b, LoRA a again, none.
+    const std::vector<std::string> adapter_of = {"",       "prompt", "prefix", "ptuning",
+                                                 "lora_a", "lora_b", "lora_a", ""};
+    std::vector<typename Registry<Arch>::Request> rows;
+    for (std::size_t i = 0; i < adapter_of.size(); ++i) {
+        typename Registry<Arch>::Request r;
+        for (std::size_t j = 0; j < 2 + i % 3; ++j)
+            r.generation.prompt.push_back(std::int32_t((7 * i + 3 * j + 1) % std::size_t(c.vocab_size)));
+        r.generation.max_new_tokens = 5;
+        r.adapter = adapter_of[i];
+        rows.push_back(std::move(r));
+    }
+    const auto mixed = registry.generate(rows);
+    ASSERT_EQ(mixed.size(), rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        EXPECT_EQ(mixed[i].tokens, registry.generate({rows[i]})[0].tokens)
+            << "row " << i << " (" << (adapter_of[i].empty() ? "none" : adapter_of[i]) << ")";
+
+    // Logits of the prefill: each row in the mixed batch against itself alone.
+    auto sequence_of = [&](std::size_t i) {
+        nn::Sequence<float> s;
+        if (adapter_of[i].empty()) return s;
+        const auto& e = registry.at(adapter_of[i]);
+        if (e.kind == MethodKind::kLora)
+            s.lora = &e.lora;
+        else
+            s.prompt = &e.cache;
+        return s;
+    };
+    std::vector<nn::Sequence<float>> together;
+    std::vector<std::vector<std::int32_t>> feed;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        together.push_back(sequence_of(i));
+        feed.push_back(rows[i].generation.prompt);
+    }
+    std::vector<nn::Sequence<float>*> all;
+    for (auto& s : together) all.push_back(&s);
+    const Mat<float> batch_logits =
+        nn::advance(model, std::span<nn::Sequence<float>* const>(all), feed);
+    std::vector<Mat<float>> alone_logits;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        nn::Sequence<float> s = sequence_of(i);
+        nn::Sequence<float>* one[] = {&s};
+        alone_logits.push_back(
+            nn::advance(model, std::span<nn::Sequence<float>* const>(one), {feed[i]}));
+        EXPECT_LT((batch_logits.row(Index(i)) - alone_logits.back()).cwiseAbs().maxCoeff(), 1e-5)
+            << "row " << i;
+    }
+    // The LoRA rows: the training forward pass of the method, and the merged model.
+    for (std::size_t i : {std::size_t(4), std::size_t(5)}) {
+        Lora<Arch, float>& lora = i == 4 ? lora_a : lora_b;
+        nn::TokenBatch one;
+        one.batch = 1;
+        one.seq = Index(feed[i].size());
+        one.ids = feed[i];
+        const Mat<float> trained = logits_with(model, one, &lora);
+        EXPECT_LT((trained.bottomRows(1) - alone_logits[i]).cwiseAbs().maxCoeff(), 1e-5)
+            << "row " << i;
+        nn::Sequence<float> base;
+        nn::Sequence<float>* b[] = {&base};
+        EXPECT_GT((nn::advance(model, std::span<nn::Sequence<float>* const>(b), {feed[i]}) -
+                   alone_logits[i])
+                      .cwiseAbs()
+                      .maxCoeff(),
+                  1e-3)
+            << "the update of row " << i << " changes nothing";
+        nn::GenerationRequest<float> request = rows[i].generation;
+        EXPECT_EQ(nn::generate(lora.merge(model), {request})[0].tokens, mixed[i].tokens)
+            << "row " << i;
+    }
+
+    typename Registry<Arch>::Request unknown = rows[0];
+    unknown.adapter = "missing";
+    EXPECT_THROW(registry.generate({unknown}), ConfigError);
+    // LoRA weights of another model's shape are refused, naming the sequence and the layer.
+    nn::LoraWeights<float> wrong = registry.at("lora_a").lora;
+    wrong.layers[0][0].a = Mat<float>::Zero(2, c.dim + 1);
+    nn::Sequence<float> bad;
+    bad.lora = &wrong;
+    nn::Sequence<float>* bad_one[] = {&bad};
+    try {
+        nn::advance(model, std::span<nn::Sequence<float>* const>(bad_one), {feed[0]});
+        ADD_FAILURE() << "a LoRA update of the wrong width was accepted";
+    } catch (const ShapeError& e) {
+        EXPECT_NE(std::string(e.what()).find("layer 0, slot 0"), std::string::npos) << e.what();
+    }
+    fs::remove_all(root);
+}
+
+TEST(Registry, MixedBatchGivesEachRowItsTokensServedAlone) {
+    expect_mixed_batch_equals_each_row_alone<nn::Gpt2>(Golden<float>("golden_gpt2.json"), "gpt2");
+    expect_mixed_batch_equals_each_row_alone<nn::Llama>(Golden<float>("golden_llama_gqa.json"),
+                                                        "llama_gqa");
+}
+
 TEST(TrainingStateFile, ResumingFromDiskEqualsAnUninterruptedRun) {
     const Golden<float> g("golden_llama_gqa.json");
     const auto model = g.model<nn::Llama>();

@@ -16,9 +16,9 @@
 //
 // --adapter DIR loads a PEFT adapter folder (peft::save_adapter writes them; so do prompt_tune
 // --out and serve_many --save): prompt tuning and P-tuning are served as a cached soft prompt,
-// prefix tuning as a cached prefix, LoRA from a copy of the weights with the update merged in.
-// Given several times, the prompt is continued once per adapter (the prompt-based ones together in
-// one batch) and each output line starts with the adapter's folder name.
+// prefix tuning as a cached prefix, LoRA as low-rank updates beside the shared frozen weights
+// (peft::Registry). Given several times, the prompt is continued once per adapter, all in one
+// batch, and each output line starts with the adapter's folder name.
 //
 // The generated text goes to stdout; the adapters loaded and statistics (prefill and decode
 // tokens/s) go to stderr. --temperature 0 is greedy decoding. --ids prints the token ids (the
@@ -41,7 +41,6 @@
 #include <variant>
 #include <vector>
 
-#include "../common/serving.hpp"
 #include "../common/tiny_tasks.hpp"
 #include "../common/tokenizer_file.hpp"
 
@@ -158,27 +157,30 @@ void run(const nn::Model<Arch, float>& model, const Options& o) {
         dump_logits(model, prompt, o.logits_path);
     }
 
-    std::vector<serving::Adapter<Arch>> adapters;
+    // Every adapter registered against the one frozen model (under the folder as given, which
+    // is unique), all of them served in one batch.
+    peft::Registry<Arch> registry(model);
     for (const std::string& dir : o.adapter_dirs) {
-        adapters.push_back(serving::load_adapter(model, dir));
-        std::fprintf(stderr, "adapter %s: %s\n", dir.c_str(), adapters.back().about.c_str());
+        if (registry.contains(dir)) throw ConfigError("--adapter " + dir + " is given twice");
+        std::fprintf(stderr, "adapter %s: %s\n", dir.c_str(),
+                     registry.add_folder(dir, dir).about.c_str());
     }
 
-    serving::Request request;
+    typename peft::Registry<Arch>::Request request;
     request.generation.prompt = prompt;
     request.generation.sampling = o.sampling;
     request.generation.max_new_tokens = o.steps;
     request.generation.stop_tokens = tokenizer.stop_tokens();
-    std::vector<serving::Request> requests;
-    for (std::size_t a = 0; a < std::max<std::size_t>(adapters.size(), 1); ++a) {
-        request.adapter = adapters.empty() ? -1 : int(a);
+    std::vector<typename peft::Registry<Arch>::Request> requests;
+    for (std::size_t a = 0; a < std::max<std::size_t>(registry.size(), 1); ++a) {
+        request.adapter = registry.size() == 0 ? "" : registry[a].name;
         requests.push_back(request);
     }
     nn::GenerationStats stats;
-    const auto results = serving::serve(model, adapters, requests, &stats);
+    const auto results = registry.generate(requests, &stats);
 
     for (std::size_t i = 0; i < results.size(); ++i) {
-        const std::string label = adapters.size() > 1 ? adapters[i].name + ": " : "";
+        const std::string label = registry.size() > 1 ? peft::folder_name(registry[i].name) + ": " : "";
         const auto& prompt_ids = requests[i].generation.prompt;
         if (print_ids) {
             std::string line;

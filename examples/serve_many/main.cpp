@@ -10,9 +10,9 @@
 // They are saved in PEFT's format, in --save or a temporary folder, and served from those files as
 // a server would serve them.
 //
-// Rows with a soft prompt or a prefix share one pass over the frozen model, each attending to its
-// own adapter's cached keys/values; LoRA changes weights, so its rows run on its merged copy of the
-// model (examples/common/serving.hpp).
+// Every row of a batch shares one pass over the frozen model (peft::Registry): rows with a soft
+// prompt or a prefix attend to their adapter's cached keys/values, LoRA rows add their adapter's
+// low-rank updates beside the shared weights, so ten LoRA adapters cost no copy of the model.
 //
 //   serve_many [--adapter DIR]... [--save DIR] [--steps N] [--requests N] [--batch B] [--seed S]
 //              [--data DIR]
@@ -30,7 +30,6 @@
 #include <string>
 #include <vector>
 
-#include "../common/serving.hpp"
 #include "../common/tiny_tasks.hpp"
 
 using namespace softprompt;
@@ -134,37 +133,41 @@ int main(int argc, char** argv) {
         }
         answers.resize(adapter_dirs.size(), nullptr);
 
-        std::vector<serving::Adapter<nn::Llama>> adapters;
+        peft::Registry<nn::Llama> adapters(model);
         std::printf("Adapters, loaded from their PEFT folders:\n");
         for (const std::string& dir : adapter_dirs) {
-            adapters.push_back(serving::load_adapter(model, dir));
-            std::printf("    %-28s %s\n", adapters.back().name.c_str(),
-                        adapters.back().about.c_str());
+            // Named by folder; a second folder of the same name goes by its path.
+            const auto& a = adapters.add_folder(
+                dir, adapters.contains(peft::folder_name(dir)) ? dir : std::string());
+            std::printf("    %-28s %s\n", a.name.c_str(), a.about.c_str());
         }
+        using Request = peft::Registry<nn::Llama>::Request;
 
         // The stream: each request a fresh string and one of the adapters, or none, at random.
-        std::vector<serving::Request> stream;
+        std::vector<Request> stream;
+        std::vector<int> adapter_of;  // per request: an index into the adapters, or -1 for none
         for (const std::string& s : prompts) {
-            serving::Request r;
+            Request r;
             r.generation.prompt = vocab.prompt(s + " = ");
             r.generation.max_new_tokens = 12;
             r.generation.stop_tokens = {vocab.eos};
-            r.adapter = int(rng.below(adapters.size() + 1)) - 1;
+            adapter_of.push_back(int(rng.below(adapters.size() + 1)) - 1);
+            r.adapter = adapter_of.back() < 0 ? "" : adapters[std::size_t(adapter_of.back())].name;
             stream.push_back(std::move(r));
         }
         std::printf(
             "\nServing %zu requests (greedy), each with no adapter or one of the %zu, in "
             "batches of up to %zu:\n",
             stream.size(), adapters.size(), batch);
-        serving::serve(model, adapters, {stream[0]});  // warm-up: the weights paged in
+        adapters.generate({stream[0]});  // warm-up: the weights paged in
         auto start = std::chrono::steady_clock::now();
         std::vector<nn::GenerationResult> mixed;
         std::size_t batches = 0;
         for (std::size_t first = 0; first < stream.size(); first += batch, ++batches) {
-            const std::vector<serving::Request> rows(
+            const std::vector<Request> rows(
                 stream.begin() + std::ptrdiff_t(first),
                 stream.begin() + std::ptrdiff_t(std::min(first + batch, stream.size())));
-            for (auto& result : serving::serve(model, adapters, rows))
+            for (auto& result : adapters.generate(rows))
                 mixed.push_back(std::move(result));
         }
         const double mixed_seconds = seconds_since(start);
@@ -172,8 +175,8 @@ int main(int argc, char** argv) {
         start = std::chrono::steady_clock::now();
         std::vector<nn::GenerationResult> alone;
         std::size_t alone_tokens = 0;
-        for (const serving::Request& r : stream) {
-            alone.push_back(serving::serve(model, adapters, {r})[0]);
+        for (const Request& r : stream) {
+            alone.push_back(adapters.generate({r})[0]);
             alone_tokens += alone.back().tokens.size();
         }
         const double alone_seconds = seconds_since(start);
@@ -182,7 +185,7 @@ int main(int argc, char** argv) {
         std::vector<std::size_t> count(adapters.size() + 1, 0), right(adapters.size() + 1, 0);
         std::size_t tokens = 0, pass = 0;
         for (std::size_t i = 0; i < stream.size(); ++i) {
-            const int a = stream[i].adapter;
+            const int a = adapter_of[i];
             const Answer answer = a < 0 ? unchanged : answers[std::size_t(a)];
             const std::string text = vocab.decode(mixed[i].tokens);
             ++count[std::size_t(a + 1)];

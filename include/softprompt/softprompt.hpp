@@ -47,6 +47,7 @@
 #include "softprompt/peft/p_tuning.hpp"
 #include "softprompt/peft/prefix_tuning.hpp"
 #include "softprompt/peft/prompt_tuning.hpp"
+#include "softprompt/peft/registry.hpp"
 #include "softprompt/tok/bpe.hpp"
 #include "softprompt/tok/gguf_vocab.hpp"
 #include "softprompt/tok/hf_tokenizer.hpp"

@@ -175,6 +175,16 @@ public:
         return Var<T>(std::move(node));
     }
 
+    /// A constant that views `value` rather than copying it; `value` must outlive the Var (a
+    /// served adapter's matrices, read by every pass).
+    Var<T> constant_view(const Mat<T>& value) const {
+        auto node = std::make_shared<detail::Node<T>>();
+        node->borrowed = &value;
+        node->rows = value.rows();
+        node->cols = value.cols();
+        return Var<T>(std::move(node));
+    }
+
     /// Use a Param on this tape: a leaf whose gradient backward adds into `p.grad()`.
     Var<T> param(Param<T>& p) {
         auto node = std::make_shared<detail::Node<T>>();

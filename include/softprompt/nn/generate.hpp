@@ -1,6 +1,7 @@
 #pragma once
 // Text generation: token sampling (greedy, temperature, top-k, top-p) with a seeded generator, and
-// batched generation in which every request may use its own adapter's prompt cache (or none).
+// batched generation in which every request may use its own adapter's prompt cache or LoRA updates
+// (or none).
 // Sampling is reproducible across platforms: uniform draws come from std::mt19937_64's specified
 // output, not from an implementation-defined distribution.
 //
@@ -92,7 +93,8 @@ private:
 template <class T>
 struct GenerationRequest {
     std::vector<std::int32_t> prompt;         // token ids to prefill (at least one)
-    const PromptCache<T>* adapter = nullptr;  // soft prompt or prefix; null = the base model
+    const PromptCache<T>* adapter = nullptr;  // soft prompt or prefix; null = none
+    const LoraWeights<T>* lora = nullptr;     // LoRA updates on this row only; null = none
     SamplingOptions sampling;
     int max_new_tokens = 64;
     std::vector<std::int32_t> stop_tokens;  // generation ends after emitting one of these
@@ -129,6 +131,7 @@ std::vector<GenerationResult> generate(const Model<Arch, T>& model,
         if (requests[i].max_new_tokens < 0)
             throw ConfigError("generate: request " + std::to_string(i) + " has max_new_tokens < 0");
         sequences[i].prompt = requests[i].adapter;
+        sequences[i].lora = requests[i].lora;
         samplers.emplace_back(requests[i].sampling);
         if (requests[i].max_new_tokens == 0) continue;
         active.push_back(&sequences[i]);

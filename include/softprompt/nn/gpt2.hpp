@@ -99,6 +99,13 @@ struct Gpt2 {
                                   " is a LLaMA-family setting; GPT-2 has no such variant");
     }
 
+    /// The frozen weight that LoRA slot `slot` updates (LayerLora's order): 0 the fused c_attn,
+    /// 3 c_proj; null for 1 and 2 (key and value are inside c_attn). L is Layer<T>, maybe const.
+    template <class L>
+    static auto* lora_target(L& layer, int slot) {
+        return slot == 0 ? &layer.qkv : slot == 3 ? &layer.proj : nullptr;
+    }
+
     /// Token embeddings plus the learned embeddings of their positions.
     template <class T>
     static autograd::Var<T> embed(autograd::Tape<T>& tape, const Config&, const Weights<T>& w,

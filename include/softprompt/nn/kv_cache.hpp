@@ -1,7 +1,8 @@
 #pragma once
 // Inference state: a sequence's key/value cache, an adapter's prompt cache, and `advance`, which
 // feeds new tokens of several sequences through the model in one pass and returns each sequence's
-// next-token logits.
+// next-token logits. A sequence may also carry a LoRA adapter's updates (nn::LoraWeights): they
+// apply to its own rows only, as low-rank products beside the shared frozen weights.
 //
 // A soft prompt's virtual tokens see only each other, so their keys/values at every layer do not
 // depend on the request. A PromptCache computes them once per adapter; every sequence that uses the
@@ -63,11 +64,12 @@ PromptCache<T> cache_prefix(const Config& config, const Mat<T>& prefix) {
     return detail::to_cache(split_prefix(tape, config, tape.constant(prefix)));
 }
 
-/// One sequence being generated: its adapter's prompt cache (or none) and the keys/values of its
-/// own tokens. Real token t sits at position P + t.
+/// One sequence being generated: its adapter's prompt cache (or none), its LoRA updates (or none)
+/// and the keys/values of its own tokens. Real token t sits at position P + t.
 template <class T>
 struct Sequence {
     const PromptCache<T>* prompt = nullptr;
+    const LoraWeights<T>* lora = nullptr;
     std::vector<Mat<T>> keys, values;  // per layer, [capacity, Hkv*hd]; rows [0, length) are valid
     Index length = 0;
 
@@ -89,6 +91,38 @@ struct Sequence {
         }
     }
 };
+
+namespace detail {
+/// Throws ShapeError, prefixed by `what`, unless every update of `lora` fits the projection it
+/// updates in `model` (LoraWeights' slot order: Arch::lora_target).
+template <class Arch, class T>
+void check_lora_fits(const Model<Arch, T>& model, const LoraWeights<T>& lora,
+                     const std::string& what) {
+    const auto& layers = model.weights.layers;
+    if (lora.layers.size() != layers.size())
+        throw ShapeError(what + ": LoRA updates for " + std::to_string(lora.layers.size()) +
+                         " layers, the model has " + std::to_string(layers.size()));
+    for (std::size_t l = 0; l < layers.size(); ++l)
+        for (int slot = 0; slot < 4; ++slot) {
+            const auto& u = lora.layers[l][std::size_t(slot)];
+            if (u.a.size() == 0 && u.b.size() == 0) continue;
+            const Weight<T>* w = Arch::lora_target(layers[l], slot);
+            const std::string where =
+                what + ": the LoRA update of layer " + std::to_string(l) + ", slot " +
+                std::to_string(slot);
+            if (w == nullptr) throw ShapeError(where + " names no projection of " + Arch::kName);
+            // Conv1D weights are stored [in, out], Linear ones [out, in].
+            const Index in = Arch::kConv1dWeights ? w->rows : w->cols;
+            const Index out = Arch::kConv1dWeights ? w->cols : w->rows;
+            if (u.a.rows() == 0 || u.a.cols() != in || u.b.rows() != out ||
+                u.b.cols() != u.a.rows())
+                throw ShapeError(where + ": A " + shape_string(u.a.rows(), u.a.cols()) + " and B " +
+                                 shape_string(u.b.rows(), u.b.cols()) +
+                                 " do not make an update of a projection from " +
+                                 std::to_string(in) + " to " + std::to_string(out));
+        }
+}
+}  // namespace detail
 
 /// Feed `tokens[i]` (one or more ids) to sequence i, for every i at once, and return each
 /// sequence's logits after its last new token: [sequences, V].
@@ -116,6 +150,8 @@ Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequen
                              std::to_string(seq.next_position() + Index(tokens[i].size())) +
                              ", beyond max_seq_len " + std::to_string(c.max_seq_len));
         c.check_positions("advance", seq.next_position() + Index(tokens[i].size()));
+        if (seq.lora != nullptr)
+            detail::check_lora_fits(model, *seq.lora, "advance: sequence " + std::to_string(i));
         offsets.push_back(Index(ids.size()));
         for (std::size_t j = 0; j < tokens[i].size(); ++j) {
             const std::int32_t id = tokens[i][j];
@@ -140,7 +176,23 @@ Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequen
     Var<T> x = Arch::embed(tape, c, model.weights, ids, positions);
     for (Index l = 0; l < c.n_layers; ++l) {
         const auto& layer = model.weights.layers[std::size_t(l)];
-        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions);
+        // Each sequence's LoRA updates, on its own rows only (the frozen weights stay shared).
+        LayerLora<T> lora;
+        bool any_lora = false;
+        for (std::size_t i = 0; i < sequences.size(); ++i) {
+            if (sequences[i]->lora == nullptr) continue;
+            const auto& updates = sequences[i]->lora->layers[std::size_t(l)];
+            LoraDeltas<T>* slots[4] = {&lora.q, &lora.k, &lora.v, &lora.o};
+            for (std::size_t s = 0; s < 4; ++s) {
+                if (updates[s].a.size() == 0) continue;
+                slots[s]->push_back({tape.constant_view(updates[s].a),
+                                     tape.constant_view(updates[s].b), updates[s].scale,
+                                     offsets[i], Index(tokens[i].size())});
+                any_lora = true;
+            }
+        }
+        const LayerLora<T>* delta = any_lora ? &lora : nullptr;
+        AttentionInputs<T> in = Arch::attention_inputs(tape, c, layer, x, positions, delta);
         Mat<T> attn(x.rows(), c.n_heads * c.head_dim());
         for (std::size_t i = 0; i < sequences.size(); ++i) {
             Sequence<T>& seq = *sequences[i];
@@ -157,7 +209,7 @@ Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequen
                 has_prefix ? seq.prompt->values[std::size_t(l)] : no_prefix, seq.length, spec,
                 attn.middleRows(at, n));
         }
-        x = Arch::finish_layer(tape, c, layer, x, tape.constant(std::move(attn)));
+        x = Arch::finish_layer(tape, c, layer, x, tape.constant(std::move(attn)), delta);
     }
     for (std::size_t i = 0; i < sequences.size(); ++i)
         sequences[i]->length += Index(tokens[i].size());

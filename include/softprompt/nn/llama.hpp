@@ -91,6 +91,17 @@ struct Llama {
         if (!c.tied_head) f(S::matrix("lm_head.weight", "output.weight", c.vocab_size, d), w.head);
     }
 
+    /// The frozen weight that LoRA slot `slot` updates (LayerLora's order: q, k, v, o_proj), null
+    /// for a slot outside 0..3. L is Layer<T>, maybe const.
+    template <class L>
+    static auto* lora_target(L& layer, int slot) {
+        return slot == 0   ? &layer.wq
+               : slot == 1 ? &layer.wk
+               : slot == 2 ? &layer.wv
+               : slot == 3 ? &layer.wo
+                           : nullptr;
+    }
+
     /// Token embeddings (positions act later, through RoPE).
     template <class T>
     static autograd::Var<T> embed(autograd::Tape<T>& tape, const Config&, const Weights<T>& w,
@@ -121,7 +132,7 @@ struct Llama {
         // nn.Linear, bias included, so the delta adds to x·Wᵀ + b).
         const Var<T> h = rms_norm(tape, x, l.attn_norm, T(c.norm_eps));
         auto project = [&](const Weight<T>& weight, const Weight<T>& bias,
-                           const LoraDelta<T>* delta) {
+                           const LoraDeltas<T>* delta) {
             Var<T> y = matmul_wt(tape, h, weight);
             if (!bias.empty()) y = add_bias(tape, y, bias);
             return with_lora(tape, h, y, delta);

@@ -4,8 +4,9 @@
 // rank-stabilised LoRA), A [r, in] and
 // B [out, r]. A starts as PEFT's kaiming-uniform (U(±1/√in)), B as zeros, so training starts from
 // the base model exactly. GPT-2 has a fused QKV projection (c_attn) and an output projection
-// (c_proj); LLaMA has q/k/v/o_proj. `merge` adds the updates into a copy of the weights, giving a
-// plain model that serves at the base model's speed.
+// (c_proj); LLaMA has q/k/v/o_proj. `weights` exports the updates as values that a batch applies
+// per row on the shared frozen weights (many adapters, one copy of the model); `merge` adds them
+// into a copy of the weights instead, a plain model that serves one adapter at the base's speed.
 //
 // Threads: one thread per method (see peft/method.hpp). merge() only reads the method and the base
 // model: the merged copy may then be shared like any loaded model.
@@ -78,11 +79,11 @@ public:
         in.lora.resize(std::size_t(config_.n_layers));
         for (auto& u : updates_) {
             nn::LayerLora<T>& layer = in.lora[std::size_t(u.layer)];
-            nn::LoraDelta<T>& slot = u.slot == 0   ? layer.q
-                                     : u.slot == 1 ? layer.k
-                                     : u.slot == 2 ? layer.v
-                                                   : layer.o;
-            slot = {tape.param(*u.a), tape.param(*u.b), scale()};
+            nn::LoraDeltas<T>& slot = u.slot == 0   ? layer.q
+                                      : u.slot == 1 ? layer.k
+                                      : u.slot == 2 ? layer.v
+                                                    : layer.o;
+            slot = {nn::LoraDelta<T>{tape.param(*u.a), tape.param(*u.b), scale()}};
         }
         return in;
     }
@@ -93,6 +94,17 @@ public:
         return T(options_.alpha / (options_.rslora ? std::sqrt(r) : r));
     }
     const LoraOptions& options() const { return options_; }
+
+    /// The updates' current values, to serve on the frozen model's own weights (nn::generate with
+    /// GenerationRequest::lora, peft::Registry): no copy of the model.
+    nn::LoraWeights<T> weights() const {
+        nn::LoraWeights<T> out;
+        out.layers.resize(std::size_t(config_.n_layers));
+        for (const auto& u : updates_)
+            out.layers[std::size_t(u.layer)][std::size_t(u.slot)] = {u.a->value(), u.b->value(),
+                                                                      scale()};
+        return out;
+    }
 
     /// A copy of the model whose updated projections hold W + scale()·B·A in new memory; the other
     /// weights stay views of the original.
@@ -142,7 +154,8 @@ private:
     }
 
     /// The Hugging Face module of each slot of each layer: its weight's name in the family's weight
-    /// table without ".weight" ("model.layers.0.self_attn.q_proj", "h.0.attn.c_attn").
+    /// table without ".weight" ("model.layers.0.self_attn.q_proj", "h.0.attn.c_attn"); empty for
+    /// a slot the family does not have.
     static std::vector<std::array<std::string, 4>> module_names(const nn::Config& c) {
         typename Arch::template Weights<T> w;
         w.layers.resize(std::size_t(c.n_layers));
@@ -152,7 +165,9 @@ private:
         std::vector<std::array<std::string, 4>> out(w.layers.size());
         for (std::size_t l = 0; l < w.layers.size(); ++l)
             for (int slot = 0; slot < 4; ++slot) {
-                std::string name = hf.at(&slot_weight(w.layers[l], slot));
+                const Weight<T>* target = Arch::lora_target(w.layers[l], slot);
+                if (target == nullptr) continue;  // GPT-2's k and v: inside c_attn
+                std::string name = hf.at(target);
                 const std::string suffix = ".weight";
                 if (name.ends_with(suffix)) name.resize(name.size() - suffix.size());
                 out[l][std::size_t(slot)] = std::move(name);
@@ -161,11 +176,7 @@ private:
     }
 
     static Weight<T>& slot_weight(typename Arch::template Layer<T>& layer, int slot) {
-        if constexpr (Arch::kFusedQkv) {
-            return slot == 0 ? layer.qkv : layer.proj;
-        } else {
-            return slot == 0 ? layer.wq : slot == 1 ? layer.wk : slot == 2 ? layer.wv : layer.wo;
-        }
+        return *Arch::lora_target(layer, slot);
     }
 
     nn::Config config_;

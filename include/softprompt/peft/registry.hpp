@@ -1,0 +1,153 @@
+#pragma once
+// Serving many adapters with one frozen model: a registry of named adapters, each held in the form
+// a batch uses, and one generate call whose rows may each use a different adapter or none.
+//   prompt tuning, P-tuning  the soft prompt's per-layer keys/values, computed once (PromptCache)
+//   prefix tuning            the prefix's per-layer keys/values as stored (PromptCache)
+//   LoRA                     its A and B matrices (LoraWeights), applied to its own requests' rows
+//                            as low-rank products beside the shared frozen weights: never merged
+//                            into a copy, so an adapter costs only its own size in memory
+// Every row of a batch, whatever its adapter, goes through one pass over the frozen weights; each
+// row gets the tokens it would get served alone.
+//
+// Threads: add() and add_folder() change the registry: never while another thread uses it.
+// generate() only reads the registry and the model, so any number of threads may call it at once
+// on one registry (each call keeps its sequences to itself). The model must outlive the registry.
+
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "softprompt/nn/generate.hpp"
+#include "softprompt/nn/kv_cache.hpp"
+#include "softprompt/peft/adapter_io.hpp"
+
+namespace softprompt::peft {
+
+/// An adapter folder's own name, the last component of its path ("runs/lora/" -> "lora").
+inline std::string folder_name(const std::string& dir) {
+    const std::filesystem::path path = std::filesystem::path(dir).lexically_normal();
+    return (path.has_filename() ? path.filename() : path.parent_path().filename()).string();
+}
+
+template <class Arch>
+class Registry {
+public:
+    /// A registered adapter, ready to serve.
+    struct Entry {
+        std::string name;
+        MethodKind kind = MethodKind::kPromptTuning;
+        std::string about;             // "prefix tuning, 8 virtual tokens", "LoRA, rank 8, ..."
+        nn::PromptCache<float> cache;  // prompt tuning, P-tuning, prefix tuning
+        nn::LoraWeights<float> lora;   // LoRA
+    };
+
+    /// A generation request and the name of the adapter it asks for ("" for none).
+    struct Request {
+        nn::GenerationRequest<float> generation;  // its adapter and lora are set by generate()
+        std::string adapter;
+    };
+
+    explicit Registry(const nn::Model<Arch, float>& model) : model_(&model) {}
+    Registry(const Registry&) = delete;  // requests being served point into the entries
+    Registry& operator=(const Registry&) = delete;
+
+    /// Register a loaded adapter under `name` (not empty, not taken). An adapter that does not fit
+    /// the model fails here with the library's error.
+    const Entry& add(const std::string& name, const LoadedAdapter& adapter) {
+        if (name.empty()) throw ConfigError("Registry: an adapter needs a name");
+        if (by_name_.count(name) != 0)
+            throw ConfigError("Registry: an adapter named '" + name + "' is already registered");
+        const nn::Config& c = model_->config;
+        auto entry = std::make_unique<Entry>();
+        entry->name = name;
+        entry->kind = adapter.kind;
+        const std::string P = std::to_string(adapter.prompt_embeddings.rows());
+        switch (adapter.kind) {
+            case MethodKind::kPromptTuning:
+            case MethodKind::kPTuning:
+                // P-tuning's file holds its prompt encoder's output: served like prompt tuning.
+                entry->about = std::string(adapter.kind == MethodKind::kPTuning ? "P-tuning"
+                                                                                : "prompt tuning") +
+                               ", " + P + " virtual tokens (a cached soft prompt)";
+                entry->cache = nn::cache_prompt(*model_, adapter.prompt_embeddings);
+                break;
+            case MethodKind::kPrefixTuning:
+                entry->about = "prefix tuning, " + P + " virtual tokens (a cached prefix)";
+                entry->cache = nn::cache_prefix(c, adapter.prompt_embeddings);
+                break;
+            case MethodKind::kLora: {
+                entry->lora = lora_method<Arch>(adapter, c)->weights();
+                std::string targets;
+                for (const auto& t : adapter.config.at("target_modules"))
+                    targets += (targets.empty() ? "" : ",") + t.get<std::string>();
+                entry->about = "LoRA, rank " + adapter.config.at("r").dump() + ", alpha " +
+                               adapter.config.at("lora_alpha").dump() + ", " + targets +
+                               " (low-rank updates on the shared weights)";
+                break;
+            }
+        }
+        by_name_.emplace(name, entries_.size());
+        entries_.push_back(std::move(entry));
+        return *entries_.back();
+    }
+
+    /// Load the PEFT adapter folder `dir` and register it under `name`, by default the folder's
+    /// own name. Errors reach the caller prefixed with the folder, so that among several the
+    /// culprit is plain.
+    const Entry& add_folder(const std::string& dir, std::string name = {}) {
+        LoadedAdapter loaded;
+        try {
+            loaded = load_adapter(dir, model_->config);
+            return add(name.empty() ? folder_name(dir) : name, loaded);
+        } catch (const Error& e) {
+            throw Error("adapter '" + dir + "': " + e.what());
+        }
+    }
+
+    std::size_t size() const { return entries_.size(); }
+    /// The i-th registered adapter, in the order of registration.
+    const Entry& operator[](std::size_t i) const { return *entries_.at(i); }
+    bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
+    const Entry& at(const std::string& name) const {
+        const auto it = by_name_.find(name);
+        if (it == by_name_.end())
+            throw ConfigError("Registry: no adapter named '" + name + "' (" +
+                              std::to_string(entries_.size()) + " registered)");
+        return *entries_[it->second];
+    }
+
+    /// Generate for every request in one batch on the frozen model, each row with its own adapter
+    /// (or none). Results are in the order of the requests.
+    std::vector<nn::GenerationResult> generate(const std::vector<Request>& requests,
+                                               nn::GenerationStats* stats = nullptr) const {
+        std::vector<nn::GenerationRequest<float>> batch;
+        batch.reserve(requests.size());
+        for (std::size_t i = 0; i < requests.size(); ++i) {
+            batch.push_back(requests[i].generation);
+            batch.back().adapter = nullptr;
+            batch.back().lora = nullptr;
+            if (requests[i].adapter.empty()) continue;
+            const auto it = by_name_.find(requests[i].adapter);
+            if (it == by_name_.end())
+                throw ConfigError("Registry::generate: request " + std::to_string(i) +
+                                  " asks for adapter '" + requests[i].adapter +
+                                  "', which is not registered");
+            const Entry& e = *entries_[it->second];
+            if (e.kind == MethodKind::kLora)
+                batch.back().lora = &e.lora;
+            else
+                batch.back().adapter = &e.cache;
+        }
+        return nn::generate(*model_, batch, stats);
+    }
+
+private:
+    const nn::Model<Arch, float>* model_;
+    std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: batches point into them
+    std::map<std::string, std::size_t> by_name_;
+};
+
+}  // namespace softprompt::peft
