@@ -272,8 +272,6 @@ TEST(AdapterFiles, LoraHonoursRsLoraAndRefusesWhatItCannotCompute) {
     }));
     const std::pair<const char*, nlohmann::json> refused[] = {{"use_dora", true},
                                                               {"use_qalora", true},
-                                                              {"rank_pattern", {{"q_proj", 8}}},
-                                                              {"alpha_pattern", {{"v_proj", 32}}},
                                                               {"modules_to_save", {"lm_head"}},
                                                               {"layers_to_transform", {0}},
                                                               {"lora_bias", true},
@@ -289,6 +287,120 @@ TEST(AdapterFiles, LoraHonoursRsLoraAndRefusesWhatItCannotCompute) {
         }
     }
     fs::remove_all(dir);
+}
+
+// PEFT's per-module ranks and alphas and a regular-expression target_modules, with and without
+// rsLoRA: saved as PEFT writes them, reloaded, and the logits equal a float64 reference that adds
+// s·B·A to each adapted weight, with the rank and alpha of each module spelled out here.
+template <class Arch>
+void expect_patterns_give_the_float64_reference(const std::string& golden, LoraOptions options,
+                                                const std::function<Index(const std::string&)>& rank_of,
+                                                const std::function<double(const std::string&)>& alpha_of,
+                                                std::size_t updates) {
+    const Golden<float> g(golden);
+    const Golden<double> g64(golden);
+    const auto model = g.model<Arch>();
+    for (const bool rslora : {false, true}) {
+        options.rslora = rslora;
+        Rng rng(21);
+        Lora<Arch, float> method(g.config, options, rng);
+        ASSERT_EQ(method.updates().size(), updates);
+        for (auto& u : method.updates()) {
+            u.b->value() = init_normal<float>(u.b->value().rows(), u.b->value().cols(), 1.0, rng);
+            const std::string full = Arch::kHfModelPrefix + u.module;
+            EXPECT_EQ(u.a->value().rows(), rank_of(full)) << full;
+        }
+        const fs::path dir = fresh_dir("patterns");
+        save_adapter(dir.string(), method, model);
+        const nlohmann::json saved = config_of(dir);
+        EXPECT_EQ(saved.at("target_modules"), options.target_regex);
+        for (const auto& [pattern, r] : options.rank_pattern)
+            EXPECT_EQ(saved.at("rank_pattern").at(pattern), r);
+        for (const auto& [pattern, alpha] : options.alpha_pattern)
+            EXPECT_EQ(saved.at("alpha_pattern").at(pattern), alpha);
+        const Mat<float> got =
+            logits_with(model, g.batch,
+                        lora_method<Arch>(load_adapter(dir.string(), g.config), g.config).get());
+
+        // The reference: each adapted weight replaced by W + s·B·A in double.
+        auto reference = g64.template model<Arch>();
+        std::vector<Mat<double>> owned;
+        owned.reserve(method.updates().size());
+        for (const auto& u : method.updates()) {
+            const std::string full = Arch::kHfModelPrefix + u.module;
+            const double r = double(rank_of(full));
+            const double s = alpha_of(full) / (rslora ? std::sqrt(r) : r);
+            const Mat<double> delta =
+                s * (u.b->value().template cast<double>() * u.a->value().template cast<double>());
+            Weight<double>& w = *Arch::lora_target(reference.weights.layers[std::size_t(u.layer)],
+                                                   u.slot);
+            owned.push_back(w.view());
+            if (Arch::kConv1dWeights)
+                owned.back() += delta.transpose();
+            else
+                owned.back() += delta;
+            w = Weight<double>{owned.back().data(), w.rows, w.cols};
+        }
+        autograd::Tape<double> t;
+        const Mat<double> want =
+            nn::forward(t, reference, g64.batch, {}, nn::LogitsRequest::kRealPositions)
+                .logits.value();
+        EXPECT_LT((got.template cast<double>() - want).cwiseAbs().maxCoeff(), 1e-4)
+            << golden << (rslora ? " with rsLoRA" : "");
+        autograd::Tape<double> t0;
+        EXPECT_GT((nn::forward(t0, g64.template model<Arch>(), g64.batch, {},
+                               nn::LogitsRequest::kRealPositions)
+                       .logits.value() -
+                   want)
+                      .cwiseAbs()
+                      .maxCoeff(),
+                  1e-3)
+            << "the updates change nothing";
+        fs::remove_all(dir);
+    }
+}
+
+TEST(AdapterFiles, LoraRankAndAlphaPatternsAndRegexTargetsGiveTheFloat64Reference) {
+    // LLaMA: q, v and o of every layer; layer 1's q_proj rank 3 and every o_proj rank 1; v_proj
+    // alpha 8. The first matching pattern wins: "layers.1.self_attn.q_proj" before "q_proj".
+    LoraOptions llama{.rank = 2, .alpha = 4};
+    llama.target_regex = R"(model\.layers\.\d+\.self_attn\.(q|v|o)_proj)";
+    llama.rank_pattern = {{"layers.1.self_attn.q_proj", 3}, {"q_proj", 5}, {"o_proj", 1}};
+    llama.alpha_pattern = {{"v_proj", 8}};
+    expect_patterns_give_the_float64_reference<nn::Llama>(
+        "golden_llama_gqa.json", llama,
+        [](const std::string& m) -> Index {
+            if (m == "model.layers.1.self_attn.q_proj") return 3;
+            if (m.ends_with("q_proj")) return 5;
+            return m.ends_with("o_proj") ? 1 : 2;
+        },
+        [](const std::string& m) { return m.ends_with("v_proj") ? 8.0 : 4.0; }, 6);
+    // GPT-2: only layer 0's c_attn and every attention c_proj, through the full names
+    // GPT2LMHeadModel gives them ("transformer.h.0.attn.c_attn").
+    LoraOptions gpt2{.rank = 2, .alpha = 2};
+    gpt2.target_regex = R"(transformer\.h\.(0\.attn\.c_attn|\d+\.attn\.c_proj))";
+    gpt2.rank_pattern = {{"h.1.attn.c_proj", 4}};
+    gpt2.alpha_pattern = {{"c_attn", 6}};
+    expect_patterns_give_the_float64_reference<nn::Gpt2>(
+        "golden_gpt2.json", gpt2,
+        [](const std::string& m) -> Index { return m == "transformer.h.1.attn.c_proj" ? 4 : 2; },
+        [](const std::string& m) { return m.ends_with("c_attn") ? 6.0 : 2.0; }, 3);
+
+    // Bad patterns are errors that name them.
+    const Golden<float> g("golden_llama_gqa.json");
+    Rng rng(1);
+    LoraOptions none{.rank = 2, .alpha = 4};
+    none.target_regex = "lm_head";
+    EXPECT_THROW((Lora<nn::Llama, float>(g.config, none, rng)), ConfigError);
+    LoraOptions broken{.rank = 2, .alpha = 4};
+    broken.rank_pattern = {{"q_proj(", 3}};
+    try {
+        Lora<nn::Llama, float> lora(g.config, broken, rng);
+        ADD_FAILURE() << "a broken pattern was accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("rank_pattern 'q_proj('"), std::string::npos)
+            << e.what();
+    }
 }
 
 TEST(AdapterFiles, LoadingChecksTheModelAndTheFiles) {

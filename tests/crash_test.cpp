@@ -190,7 +190,7 @@ TEST(KillDuringSave, WhatIsLeftLoadsAsASavedVersion) {
     peft::PromptTuning<float> method(g.config, version_matrix(0, 0, kVirtualTokens, dim));
     peft::save_adapter(dir.string(), method, model, "crash-test");
     train::save_training_state(state_path, state_version(0, dim), "prompt tuning");
-    const nlohmann::json config0 = peft::load_adapter(dir.string(), g.config).config;
+    const nlohmann::ordered_json config0 = peft::load_adapter(dir.string(), g.config).config;
 
     auto* progress = static_cast<Progress*>(::mmap(
         nullptr, sizeof(Progress), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));

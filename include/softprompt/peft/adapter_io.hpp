@@ -51,6 +51,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "softprompt/io/safetensors.hpp"
@@ -189,7 +191,17 @@ void save_adapter(const std::string& dir, Method<float>& method,
             config["lora_dropout"] = 0.0;
             config["bias"] = "none";
             config["fan_in_fan_out"] = Arch::kConv1dWeights;
-            config["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
+            if (m.options().target_regex.empty())
+                config["target_modules"] =
+                    std::vector<std::string>(targets.begin(), targets.end());
+            else
+                config["target_modules"] = m.options().target_regex;
+            nlohmann::ordered_json ranks = nlohmann::ordered_json::object(),
+                                   alphas = nlohmann::ordered_json::object();
+            for (const auto& [pattern, r] : m.options().rank_pattern) ranks[pattern] = r;
+            for (const auto& [pattern, alpha] : m.options().alpha_pattern) alphas[pattern] = alpha;
+            config["rank_pattern"] = ranks;
+            config["alpha_pattern"] = alphas;
             config["init_lora_weights"] = true;
             break;
         }
@@ -212,7 +224,7 @@ void save_adapter(const std::string& dir, Method<float>& method,
 /// A PEFT adapter read from disk, checked against a model.
 struct LoadedAdapter {
     MethodKind kind = MethodKind::kPromptTuning;
-    nlohmann::json config;
+    nlohmann::ordered_json config;  // in the file's order (rank_pattern's first match is PEFT's)
     Mat<float> prompt_embeddings;               // prompt-based methods
     std::map<std::string, Mat<float>> tensors;  // LoRA: every lora_A / lora_B, by file key
 };
@@ -276,7 +288,7 @@ inline const std::set<std::string>& known_config_fields() {
 }
 
 template <class V>
-V required(const nlohmann::json& j, const std::string& key, const std::string& file) {
+V required(const nlohmann::ordered_json& j, const std::string& key, const std::string& file) {
     if (!j.contains(key) || j.at(key).is_null())
         throw ConfigError(file + ": missing field '" + key + "'");
     // nlohmann converts a float to an integer with a plain cast: undefined behaviour for 1e300.
@@ -296,15 +308,13 @@ V required(const nlohmann::json& j, const std::string& key, const std::string& f
 /// implement: each must be absent or hold its default (null, false, empty, or bias "none"). The
 /// other fields PEFT writes only describe training or initialisation (lora_dropout,
 /// init_lora_weights, loftq/eva/corda configs, qalora_group_size without use_qalora, ...).
-inline void refuse_unimplemented_lora_fields(const nlohmann::json& config,
+inline void refuse_unimplemented_lora_fields(const nlohmann::ordered_json& config,
                                              const std::string& file) {
     static const std::pair<const char*, const char*> fields[] = {
         {"use_dora", "DoRA (weight-decomposed LoRA)"},
         {"use_qalora", "QA-LoRA"},
         {"lora_bias", "a bias on lora_B"},
         {"modules_to_save", "modules saved whole beside the adapter"},
-        {"rank_pattern", "per-module ranks"},
-        {"alpha_pattern", "per-module alphas"},
         {"layers_to_transform", "adapting only some layers"},
         {"layers_pattern", "adapting only some layers"},
         {"exclude_modules", "excluded modules"},
@@ -338,7 +348,7 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
     if (!in) throw IoError("load_adapter: cannot open '" + config_path + "'");
     LoadedAdapter a;
     try {
-        a.config = nlohmann::json::parse(in);
+        a.config = nlohmann::ordered_json::parse(in);
     } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
         throw FormatError(config_path + ": not valid JSON (" + e.what() + ")");
     }
@@ -414,7 +424,36 @@ inline std::unique_ptr<Method<float>> prompt_method(const LoadedAdapter& a, cons
     return std::make_unique<PromptTuning<float>>(c, a.prompt_embeddings);
 }
 
+namespace detail {
+
+// A config field holding an object of name -> number (rank_pattern, alpha_pattern), in file order;
+// absent or null is empty.
+template <class V>
+std::vector<std::pair<std::string, V>> pattern_field(const nlohmann::ordered_json& config,
+                                                     const char* key, const std::string& file) {
+    std::vector<std::pair<std::string, V>> out;
+    const auto it = config.find(key);
+    if (it == config.end() || it->is_null()) return out;
+    if (!it->is_object())
+        throw ConfigError(file + ": field '" + key + "' is " + io::detail::brief(*it) +
+                          ", expected an object of module patterns");
+    for (const auto& [pattern, value] : it->items()) {
+        const bool ok = std::is_integral_v<V> ? value.is_number_integer() : value.is_number();
+        if (!ok)
+            throw ConfigError(file + ": field '" + key + "': pattern '" + pattern + "' has " +
+                              io::detail::brief(value) + ", expected " +
+                              (std::is_integral_v<V> ? "an integer" : "a number"));
+        out.emplace_back(pattern, value.template get<V>());
+    }
+    return out;
+}
+
+}  // namespace detail
+
 /// A LoRA method over `model` holding the adapter's matrices (each checked by name and shape).
+/// target_modules is PEFT's: a list of names (each selecting the modules it ends), or one regular
+/// expression matched whole against the full module names; rank_pattern and alpha_pattern give
+/// modules their own rank and alpha, use_rslora scales by α/√r.
 template <class Arch>
 std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn::Config& c) {
     if (a.kind != MethodKind::kLora) throw ConfigError("lora_method: the adapter is not LoRA");
@@ -429,56 +468,74 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
                               ", expected true or false");
         options.rslora = it->get<bool>();
     }
-    const auto targets =
-        detail::required<std::vector<std::string>>(a.config, "target_modules", file);
-    auto has = [&](std::initializer_list<const char*> names) {
-        for (const char* n : names)
-            if (std::find(targets.begin(), targets.end(), n) != targets.end()) return true;
-        return false;
-    };
-    options.query = has({"q_proj", "c_attn", "attn.c_attn"});
-    options.key = has({"k_proj"});
-    options.value = has({"v_proj"}) || (Arch::kFusedQkv && options.query);
-    options.output = has({"o_proj", "c_proj", "attn.c_proj"});
-    if (Arch::kFusedQkv) options.key = options.value = false;
-    const std::set<std::string> adaptable =
-        Arch::kFusedQkv ? std::set<std::string>{"c_attn", "c_proj", "attn.c_attn", "attn.c_proj"}
-                        : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
-    for (const auto& t : targets)
-        if (adaptable.count(t) == 0)
-            throw ConfigError(file + ": LoRA target module '" + t +
-                              "' is not an attention projection of this model");
-    // The rank sizes every matrix built below: check it against the stored lora_A tensors first,
-    // so that an "r" of 10^9 is an error rather than a 32 GB allocation.
-    bool any_a = false;
-    for (const auto& [key, m] : a.tensors) {
-        if (key.size() < 14 || key.compare(key.size() - 14, 14, ".lora_A.weight") != 0) continue;
-        any_a = true;
-        if (m.rows() != options.rank)
-            throw ShapeError(std::string(kAdapterWeights) + ": tensor '" + key + "' has " +
-                             std::to_string(m.rows()) + " rows but " + file +
-                             " says r = " + std::to_string(options.rank));
+    options.rank_pattern = detail::pattern_field<Index>(a.config, "rank_pattern", file);
+    options.alpha_pattern = detail::pattern_field<double>(a.config, "alpha_pattern", file);
+    const auto target_field = a.config.find("target_modules");
+    if (target_field != a.config.end() && target_field->is_string()) {
+        options.target_regex = target_field->get<std::string>();
+        if (options.target_regex.empty())
+            throw ConfigError(file + ": field 'target_modules' is an empty regular expression");
+    } else {
+        const auto targets =
+            detail::required<std::vector<std::string>>(a.config, "target_modules", file);
+        auto has = [&](std::initializer_list<const char*> names) {
+            for (const char* n : names)
+                if (std::find(targets.begin(), targets.end(), n) != targets.end()) return true;
+            return false;
+        };
+        options.query = has({"q_proj", "c_attn", "attn.c_attn"});
+        options.key = has({"k_proj"});
+        options.value = has({"v_proj"}) || (Arch::kFusedQkv && options.query);
+        options.output = has({"o_proj", "c_proj", "attn.c_proj"});
+        if (Arch::kFusedQkv) options.key = options.value = false;
+        const std::set<std::string> adaptable =
+            Arch::kFusedQkv
+                ? std::set<std::string>{"c_attn", "c_proj", "attn.c_attn", "attn.c_proj"}
+                : std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj"};
+        for (const auto& t : targets)
+            if (adaptable.count(t) == 0)
+                throw ConfigError(file + ": LoRA target module '" + t +
+                                  "' is not an attention projection of this model");
     }
-    if (!any_a)
-        throw ConfigError(std::string(kAdapterWeights) + ": no lora_A tensor (" + file +
-                          " says r = " + std::to_string(options.rank) + ")");
+    // The ranks size every matrix built below: check each module's against its stored lora_A
+    // tensor first, so that an "r" of 10^9 is an error rather than a 32 GB allocation.
+    std::vector<typename Lora<Arch, float>::Planned> plan;
+    try {
+        plan = Lora<Arch, float>::plan(c, options);
+    } catch (const ConfigError& e) {
+        throw ConfigError(file + ": " + e.what());
+    }
+    // softprompt 0.1 wrote GPT-2's keys without the model class's "transformer.".
+    auto stored = [&](const std::string& module, const char* matrix) {
+        auto it = a.tensors.find(detail::lora_key_prefix<Arch>() + module + matrix);
+        if (it == a.tensors.end()) it = a.tensors.find("base_model.model." + module + matrix);
+        return it;
+    };
+    for (const auto& p : plan) {
+        const auto it = stored(p.module, ".lora_A.weight");
+        if (it == a.tensors.end()) continue;  // reported as missing below, with its full name
+        if (it->second.rows() != p.rank)
+            throw ShapeError(std::string(kAdapterWeights) + ": tensor '" + it->first + "' has " +
+                             std::to_string(it->second.rows()) + " rows but " + file +
+                             " says r = " + std::to_string(p.rank) +
+                             (p.rank != options.rank ? " (from rank_pattern)" : ""));
+    }
     Rng rng(0);
     auto lora = std::make_unique<Lora<Arch, float>>(c, options, rng);
     std::set<std::string> used_keys;
     for (auto& u : lora->updates()) {
-        for (auto* param : {u.a.get(), u.b.get()}) {
-            const std::string key = detail::lora_key_prefix<Arch>() + param->name();
-            auto it = a.tensors.find(key);
-            // softprompt 0.1 wrote GPT-2's keys without the model class's "transformer.".
-            if (it == a.tensors.end()) it = a.tensors.find("base_model.model." + param->name());
+        for (const char* matrix : {".lora_A.weight", ".lora_B.weight"}) {
+            autograd::Param<float>& param = matrix[6] == 'A' ? *u.a : *u.b;
+            const auto it = stored(u.module, matrix);
+            const std::string key = detail::lora_key_prefix<Arch>() + u.module + matrix;
             if (it == a.tensors.end())
                 throw ConfigError(std::string(kAdapterWeights) + ": missing tensor '" + key + "'");
-            if (it->second.rows() != param->value().rows() ||
-                it->second.cols() != param->value().cols())
+            if (it->second.rows() != param.value().rows() ||
+                it->second.cols() != param.value().cols())
                 throw ShapeError::mismatch(kAdapterWeights, "tensor '" + key + "'",
-                                           param->value().rows(), param->value().cols(),
+                                           param.value().rows(), param.value().cols(),
                                            it->second.rows(), it->second.cols());
-            param->value() = it->second;
+            param.value() = it->second;
             used_keys.insert(it->first);
         }
     }

@@ -16,7 +16,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <regex>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "softprompt/core/rng.hpp"
@@ -34,6 +37,16 @@ struct LoraOptions {
     bool query = true, key = false, value = true, output = false;
     // Rank-stabilised LoRA (PEFT's use_rslora): the update is scaled by α/√r instead of α/r.
     bool rslora = false;
+    // PEFT's target_modules as one regular expression: the attention projections whose full module
+    // name it matches whole ("transformer.h.0.attn.c_attn" in GPT2LMHeadModel,
+    // "model.layers.0.self_attn.q_proj" in LlamaForCausalLM) get an update, and the four switches
+    // above are ignored. Empty: the switches choose.
+    std::string target_regex{};
+    // Per-module ranks and alphas (PEFT's rank_pattern and alpha_pattern): a module takes the value
+    // of the first pattern p, in order, for which its full name matches "(.*\.)?(p)" whole; the
+    // others take `rank` and `alpha`.
+    std::vector<std::pair<std::string, Index>> rank_pattern{};
+    std::vector<std::pair<std::string, double>> alpha_pattern{};
 };
 
 template <class Arch, class T>
@@ -41,24 +54,83 @@ class Lora : public Method<T> {
 public:
     Lora(const nn::Config& config, const LoraOptions& options, Rng& rng)
         : config_(config), options_(options) {
-        if (options.rank <= 0)
-            throw ConfigError("Lora: rank must be > 0, got " + std::to_string(options.rank));
-        if (!(options.alpha > 0)) throw ConfigError("Lora: alpha must be > 0");
+        for (const Planned& p : plan(config, options)) {
+            const double bound = 1.0 / std::sqrt(double(p.in));
+            Mat<T> a(p.rank, p.in);
+            for (Index i = 0; i < a.size(); ++i) a.data()[i] = T(rng.uniform(-bound, bound));
+            updates_.push_back(
+                {p.layer, p.slot, p.module,
+                 std::make_unique<autograd::Param<T>>(p.module + ".lora_A.weight", std::move(a)),
+                 std::make_unique<autograd::Param<T>>(p.module + ".lora_B.weight",
+                                                      Mat<T>::Zero(p.out, p.rank)),
+                 T(p.scale)});
+        }
+    }
+
+    /// One update a Lora with these options has: where it goes, its shapes and its scale.
+    struct Planned {
+        Index layer;
+        int slot;            // 0 q (GPT-2: c_attn), 1 k, 2 v, 3 o (GPT-2: c_proj)
+        std::string module;  // the weight table's module name, e.g. h.0.attn.c_attn
+        std::string full;    // the model class's module name, e.g. transformer.h.0.attn.c_attn
+        Index in, out, rank;
+        double alpha, scale;
+    };
+
+    /// The updates of a Lora with these options, in the order the constructor makes them; throws
+    /// ConfigError for options that select nothing or hold a bad rank, alpha or pattern.
+    static std::vector<Planned> plan(const nn::Config& config, const LoraOptions& options) {
+        auto positive = [](double v, const std::string& what) {
+            if (v > 0) return;
+            std::ostringstream text;
+            text << v;
+            throw ConfigError("Lora: " + what + " must be > 0, got " + text.str());
+        };
+        positive(double(options.rank), "rank");
+        positive(options.alpha, "alpha");
+        for (const auto& [p, r] : options.rank_pattern) positive(double(r), "rank_pattern '" + p + "'");
+        for (const auto& [p, a] : options.alpha_pattern) positive(a, "alpha_pattern '" + p + "'");
         const bool gpt2 = Arch::kFusedQkv;  // the GPT-2 family: one c_attn for q, k and v
-        if (gpt2 && (options.key || options.value) && !options.query)
+        const bool by_regex = !options.target_regex.empty();
+        if (!by_regex && gpt2 && (options.key || options.value) && !options.query)
             throw ConfigError(
                 "Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
-        if (!(options.query || options.key || options.value || options.output))
-            throw ConfigError("Lora: no projection selected");
+        const std::regex targets = compile(by_regex ? options.target_regex : ".*", "target_modules");
+        std::vector<std::pair<std::regex, Index>> ranks;
+        for (const auto& [p, r] : options.rank_pattern)
+            ranks.emplace_back(compile("(.*\\.)?(" + p + ")", "rank_pattern '" + p + "'"), r);
+        std::vector<std::pair<std::regex, double>> alphas;
+        for (const auto& [p, a] : options.alpha_pattern)
+            alphas.emplace_back(compile("(.*\\.)?(" + p + ")", "alpha_pattern '" + p + "'"), a);
+        auto first_match = [](const auto& patterns, const std::string& name, auto fallback) {
+            for (const auto& [re, value] : patterns)
+                if (std::regex_match(name, re)) return value;
+            return fallback;
+        };
+        const bool chosen[4] = {options.query, options.key && !gpt2, options.value && !gpt2,
+                                options.output};
         const Index d = config.dim, q = config.n_heads * config.head_dim(), kv = config.kv_dim();
+        const Index ins[4] = {d, d, d, q};
+        const Index outs[4] = {gpt2 ? 3 * d : q, kv, kv, d};
         const std::vector<std::array<std::string, 4>> modules = module_names(config);
-        for (Index l = 0; l < config.n_layers; ++l) {
-            const auto& m = modules[std::size_t(l)];
-            if (options.query) add(l, 0, m[0], d, gpt2 ? 3 * d : q, rng);
-            if (!gpt2 && options.key) add(l, 1, m[1], d, kv, rng);
-            if (!gpt2 && options.value) add(l, 2, m[2], d, kv, rng);
-            if (options.output) add(l, 3, m[3], q, d, rng);
-        }
+        std::vector<Planned> out;
+        for (Index l = 0; l < config.n_layers; ++l)
+            for (int slot = 0; slot < 4; ++slot) {
+                const std::string& m = modules[std::size_t(l)][std::size_t(slot)];
+                if (m.empty()) continue;  // GPT-2's k and v: inside c_attn
+                const std::string full = Arch::kHfModelPrefix + m;
+                if (by_regex ? !std::regex_match(full, targets) : !chosen[slot]) continue;
+                const Index r = first_match(ranks, full, options.rank);
+                const double alpha = first_match(alphas, full, options.alpha);
+                const double scale =
+                    alpha / (options.rslora ? std::sqrt(double(r)) : double(r));
+                out.push_back({l, slot, m, full, ins[slot], outs[slot], r, alpha, scale});
+            }
+        if (out.empty())
+            throw ConfigError(by_regex ? "Lora: target_modules '" + options.target_regex +
+                                             "' matches no attention projection of this model"
+                                       : std::string("Lora: no projection selected"));
+        return out;
     }
 
     Lora(const Lora&) = delete;
@@ -83,12 +155,13 @@ public:
                                       : u.slot == 1 ? layer.k
                                       : u.slot == 2 ? layer.v
                                                     : layer.o;
-            slot = {nn::LoraDelta<T>{tape.param(*u.a), tape.param(*u.b), scale()}};
+            slot = {nn::LoraDelta<T>{tape.param(*u.a), tape.param(*u.b), u.scale}};
         }
         return in;
     }
 
-    /// α/r, or α/√r for rank-stabilised LoRA.
+    /// α/r, or α/√r for rank-stabilised LoRA: the scale of the modules no pattern names (each
+    /// update holds its own).
     T scale() const {
         const double r = double(options_.rank);
         return T(options_.alpha / (options_.rslora ? std::sqrt(r) : r));
@@ -102,7 +175,7 @@ public:
         out.layers.resize(std::size_t(config_.n_layers));
         for (const auto& u : updates_)
             out.layers[std::size_t(u.layer)][std::size_t(u.slot)] = {u.a->value(), u.b->value(),
-                                                                      scale()};
+                                                                      u.scale};
         return out;
     }
 
@@ -115,7 +188,7 @@ public:
         for (const auto& u : updates_) {
             auto& layer = merged.weights.layers[std::size_t(u.layer)];
             Weight<T>& w = slot_weight(layer, u.slot);
-            const Mat<T> delta = scale() * (u.b->value() * u.a->value());  // [out, in]
+            const Mat<T> delta = u.scale * (u.b->value() * u.a->value());  // [out, in]
             Mat<T> updated = w.view();
             // GPT-2's Conv1D stores [in, out]; LLaMA's Linear stores [out, in].
             if (Arch::kConv1dWeights) {
@@ -137,22 +210,12 @@ public:
         int slot;            // 0 q (GPT-2: c_attn), 1 k, 2 v, 3 o (GPT-2: c_proj)
         std::string module;  // Hugging Face module name, e.g. model.layers.0.self_attn.q_proj
         std::unique_ptr<autograd::Param<T>> a, b;
+        T scale;  // α/r of this module (its own rank and alpha under rank/alpha patterns)
     };
     const std::vector<Update>& updates() const { return updates_; }
     std::vector<Update>& updates() { return updates_; }
 
 private:
-    void add(Index layer, int slot, const std::string& module, Index in, Index out, Rng& rng) {
-        const double bound = 1.0 / std::sqrt(double(in));
-        Mat<T> a(options_.rank, in);
-        for (Index i = 0; i < a.size(); ++i) a.data()[i] = T(rng.uniform(-bound, bound));
-        updates_.push_back(
-            {layer, slot, module,
-             std::make_unique<autograd::Param<T>>(module + ".lora_A.weight", std::move(a)),
-             std::make_unique<autograd::Param<T>>(module + ".lora_B.weight",
-                                                  Mat<T>::Zero(out, options_.rank))});
-    }
-
     /// The Hugging Face module of each slot of each layer: its weight's name in the family's weight
     /// table without ".weight" ("model.layers.0.self_attn.q_proj", "h.0.attn.c_attn"); empty for
     /// a slot the family does not have.
@@ -173,6 +236,15 @@ private:
                 out[l][std::size_t(slot)] = std::move(name);
             }
         return out;
+    }
+
+    static std::regex compile(const std::string& pattern, const std::string& what) {
+        try {
+            return std::regex(pattern, std::regex::ECMAScript);
+        } catch (const std::regex_error& e) {
+            throw ConfigError("Lora: " + what + " is not a regular expression we read (" +
+                              e.what() + "): " + pattern);
+        }
     }
 
     static Weight<T>& slot_weight(typename Arch::template Layer<T>& layer, int slot) {

@@ -80,8 +80,10 @@ public:
                 break;
             case MethodKind::kLora: {
                 entry->lora = lora_method<Arch>(adapter, c)->weights();
-                std::string targets;
-                for (const auto& t : adapter.config.at("target_modules"))
+                const auto& listed = adapter.config.at("target_modules");
+                std::string targets;  // a list of names, or one regular expression
+                if (listed.is_string()) targets = "/" + listed.get<std::string>() + "/";
+                for (const auto& t : listed.is_array() ? listed : nlohmann::ordered_json::array())
                     targets += (targets.empty() ? "" : ",") + t.get<std::string>();
                 entry->about = "LoRA, rank " + adapter.config.at("r").dump() + ", alpha " +
                                adapter.config.at("lora_alpha").dump() + ", " + targets +
