@@ -353,8 +353,8 @@ void BM_ServeTenLoraAdapters(benchmark::State& state) {
     idle.generate(none);
     const double none_peak = peak_rss_since_reset_mb();
 
-    const fs::path dir = fs::temp_directory_path() /
-                         ("softprompt_bench_lora_" + std::to_string(::getpid()));
+    const fs::path dir =
+        fs::temp_directory_path() / ("softprompt_bench_lora_" + std::to_string(::getpid()));
     std::vector<Registry::Request> with = none;
     for (int i = 0; i < 10; ++i) {
         peft::Lora<nn::Gpt2, float> lora(c, {.rank = 8, .alpha = 16, .output = true}, rng);

@@ -78,7 +78,7 @@ TEST(AdapterFiles, PromptTuningRoundTripsBitExactly) {
     const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
     EXPECT_EQ(loaded.kind, MethodKind::kPromptTuning);
     EXPECT_TRUE(bit_equal(loaded.prompt_embeddings, method.embeddings().value()));
-    auto reloaded = prompt_method(loaded, g.config);
+    auto reloaded = prompt_method<nn::Llama>(loaded, g.config);
     EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
                           logits_with(model, g.batch, &method)));
     const nlohmann::json config = config_of(dir);
@@ -106,7 +106,7 @@ TEST(AdapterFiles, ReparameterisedPrefixIsSavedFoldedWithGqaWidths) {
     save_adapter(dir.string(), method, model);
     const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
     EXPECT_TRUE(bit_equal(loaded.prompt_embeddings, method.fold()));
-    auto reloaded = prompt_method(loaded, g.config);
+    auto reloaded = prompt_method<nn::Llama>(loaded, g.config);
     EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
                           logits_with(model, g.batch, &method)));
     const Index width = g.config.n_layers * 2 * g.config.kv_dim();
@@ -135,7 +135,7 @@ TEST(AdapterFiles, PTuningStoresTheEncoderOutput) {
     save_adapter(dir.string(), method, model);
     const LoadedAdapter loaded = load_adapter(dir.string(), g.config);
     EXPECT_EQ(loaded.kind, MethodKind::kPTuning);
-    auto reloaded = prompt_method(loaded, g.config);
+    auto reloaded = prompt_method<nn::Gpt2>(loaded, g.config);
     EXPECT_TRUE(bit_equal(logits_with(model, g.batch, reloaded.get()),
                           logits_with(model, g.batch, &method)));
     EXPECT_EQ(config_of(dir)["encoder_reparameterization_type"], "LSTM");
@@ -270,12 +270,9 @@ TEST(AdapterFiles, LoraHonoursRsLoraAndRefusesWhatItCannotCompute) {
         c["modules_to_save"] = nullptr;
         c["layers_to_transform"] = nullptr;
     }));
-    const std::pair<const char*, nlohmann::json> refused[] = {{"use_dora", true},
-                                                              {"use_qalora", true},
-                                                              {"modules_to_save", {"lm_head"}},
-                                                              {"layers_to_transform", {0}},
-                                                              {"lora_bias", true},
-                                                              {"bias", "all"}};
+    const std::pair<const char*, nlohmann::json> refused[] = {
+        {"use_dora", true},           {"use_qalora", true}, {"modules_to_save", {"lm_head"}},
+        {"layers_to_transform", {0}}, {"lora_bias", true},  {"bias", "all"}};
     for (const auto& [key, value] : refused) {
         try {
             with_config([&](nlohmann::json& c) { c[key] = value; });
@@ -293,10 +290,10 @@ TEST(AdapterFiles, LoraHonoursRsLoraAndRefusesWhatItCannotCompute) {
 // rsLoRA: saved as PEFT writes them, reloaded, and the logits equal a float64 reference that adds
 // s·B·A to each adapted weight, with the rank and alpha of each module spelled out here.
 template <class Arch>
-void expect_patterns_give_the_float64_reference(const std::string& golden, LoraOptions options,
-                                                const std::function<Index(const std::string&)>& rank_of,
-                                                const std::function<double(const std::string&)>& alpha_of,
-                                                std::size_t updates) {
+void expect_patterns_give_the_float64_reference(
+    const std::string& golden, LoraOptions options,
+    const std::function<Index(const std::string&)>& rank_of,
+    const std::function<double(const std::string&)>& alpha_of, std::size_t updates) {
     const Golden<float> g(golden);
     const Golden<double> g64(golden);
     const auto model = g.model<Arch>();
@@ -332,8 +329,8 @@ void expect_patterns_give_the_float64_reference(const std::string& golden, LoraO
             const double s = alpha_of(full) / (rslora ? std::sqrt(r) : r);
             const Mat<double> delta =
                 s * (u.b->value().template cast<double>() * u.a->value().template cast<double>());
-            Weight<double>& w = *Arch::lora_target(reference.weights.layers[std::size_t(u.layer)],
-                                                   u.slot);
+            Weight<double>& w =
+                *Arch::lora_target(reference.weights.layers[std::size_t(u.layer)], u.slot);
             owned.push_back(w.view());
             if (Arch::kConv1dWeights)
                 owned.back() += delta.transpose();
@@ -484,9 +481,11 @@ void expect_mixed_batch_equals_each_row_alone(const Golden<float>& g, const std:
     for (auto* lora : {&lora_a, &lora_b})
         for (auto& u : lora->updates())
             u.b->value() = init_normal<float>(u.b->value().rows(), u.b->value().cols(), 1.0, rng);
-    const std::vector<std::pair<std::string, Method<float>*>> methods = {
-        {"prompt", &prompt}, {"prefix", &prefix}, {"ptuning", &ptuning},
-        {"lora_a", &lora_a}, {"lora_b", &lora_b}};
+    const std::vector<std::pair<std::string, Method<float>*>> methods = {{"prompt", &prompt},
+                                                                         {"prefix", &prefix},
+                                                                         {"ptuning", &ptuning},
+                                                                         {"lora_a", &lora_a},
+                                                                         {"lora_b", &lora_b}};
     Registry<Arch> registry(model);
     for (const auto& [name, method] : methods) {
         save_adapter((root / name).string(), *method, model);
@@ -502,7 +501,8 @@ void expect_mixed_batch_equals_each_row_alone(const Golden<float>& g, const std:
     for (std::size_t i = 0; i < adapter_of.size(); ++i) {
         typename Registry<Arch>::Request r;
         for (std::size_t j = 0; j < 2 + i % 3; ++j)
-            r.generation.prompt.push_back(std::int32_t((7 * i + 3 * j + 1) % std::size_t(c.vocab_size)));
+            r.generation.prompt.push_back(
+                std::int32_t((7 * i + 3 * j + 1) % std::size_t(c.vocab_size)));
         r.generation.max_new_tokens = 5;
         r.adapter = adapter_of[i];
         rows.push_back(std::move(r));

@@ -25,6 +25,7 @@
 #include <softprompt/io/llama2c.hpp>
 #include <softprompt/io/open_model.hpp>
 #include <softprompt/nn/forward.hpp>
+#include <softprompt/peft/adapter_io.hpp>
 #include <softprompt/tok/gguf_vocab.hpp>
 #include <softprompt/tok/spm.hpp>
 #include <sstream>
@@ -968,6 +969,66 @@ std::string gguf_twin(const softprompt::testing::Golden<float>& g, const std::st
 // One GGUF per family llama.cpp defines, each against its safetensors twin and the float64
 // reference: "llama" for Llama 3 (llama3 scaling), Mistral and the half-split LLaMA (permuted
 // rows), "qwen2", "qwen3" and "gpt2".
+// An adapter made on a GGUF LLaMA (interleaved RoPE: Meta's q/k row order) is saved in PEFT's
+// order, the Hugging Face checkpoints', and gives the same logits on the safetensors twin; and the
+// other way round. LoRA on q, k, v and o (the lora_B rows of q and k reordered) and a prefix (its
+// key columns reordered). Used as they are, without the reordering, the same values disagree.
+TEST(GgufTwins, AdaptersMoveBetweenTwinsInPeftsHeadOrder) {
+    const softprompt::testing::Golden<float> g("golden_llama_gqa.json");  // 4 heads, 2 KV heads
+    const TempFile tmp(gguf_twin<nn::Llama>(g, "llama"), "twin.gguf");
+    const auto twin = io::load_gguf_llama<float>(tmp.path.string());
+    ASSERT_EQ(twin.config.rope_layout, kernels::RopeLayout::kInterleaved);
+    auto hf = g.model<nn::Llama>();
+    hf.config.rope_theta = double(float(hf.config.rope_theta));
+    hf.config.norm_eps = double(float(hf.config.norm_eps));
+    const Ids ids(g.batch.ids.begin(), g.batch.ids.begin() + g.batch.length(0));
+    auto logits_with = [&](const nn::Model<nn::Llama, float>& m, peft::Method<float>& method) {
+        autograd::Tape<float> tape;
+        const peft::EvaluationOnly<float> eval_only(method.parameters());
+        nn::TokenBatch batch{
+            .batch = 1, .seq = Index(ids.size()), .ids = ids, .lengths = {}, .targets = {}};
+        return Mat<float>(
+            nn::forward(tape, m, batch, method.input(tape), nn::LogitsRequest::kRealPositions)
+                .logits.value());
+    };
+    const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                      ("softprompt_gguf_adapters_" + std::to_string(::getpid()));
+    const nn::Config& c = hf.config;
+    Rng rng(5);
+    for (const bool from_twin : {true, false}) {
+        SCOPED_TRACE(from_twin ? "GGUF -> safetensors" : "safetensors -> GGUF");
+        const auto& source = from_twin ? twin : hf;
+        const auto& target = from_twin ? hf : twin;
+        peft::Lora<nn::Llama, float> lora(
+            source.config,
+            {.rank = 2, .alpha = 4, .query = true, .key = true, .value = true, .output = true},
+            rng);
+        for (auto& u : lora.updates())
+            u.b->value() =
+                peft::init_normal<float>(u.b->value().rows(), u.b->value().cols(), 1.0, rng);
+        peft::save_adapter((dir / "lora").string(), lora, source);
+        const auto moved = peft::lora_method<nn::Llama>(
+            peft::load_adapter((dir / "lora").string(), target.config), target.config);
+        EXPECT_LT((logits_with(target, *moved) - logits_with(source, lora)).cwiseAbs().maxCoeff(),
+                  1e-5f);
+
+        peft::PrefixTuning<float> prefix(
+            source.config, peft::init_normal<float>(3, c.n_layers * 2 * c.kv_dim(), 1.0, rng));
+        peft::save_adapter((dir / "prefix").string(), prefix, source);
+        const auto moved_prefix = peft::prompt_method<nn::Llama>(
+            peft::load_adapter((dir / "prefix").string(), target.config), target.config);
+        EXPECT_LT((logits_with(target, *moved_prefix) - logits_with(source, prefix))
+                      .cwiseAbs()
+                      .maxCoeff(),
+                  1e-5f);
+        // The same prefix values on the other twin, not reordered: another computation.
+        peft::PrefixTuning<float> as_is(target.config, prefix.fold());
+        EXPECT_GT((logits_with(target, as_is) - logits_with(source, prefix)).cwiseAbs().maxCoeff(),
+                  1e-3f);
+    }
+    std::filesystem::remove_all(dir);
+}
+
 TEST(GgufTwins, EveryFamilyGivesTheLogitsOfItsSafetensorsModel) {
     struct Case {
         const char* golden;

@@ -180,7 +180,8 @@ void run(const nn::Model<Arch, float>& model, const Options& o) {
     const auto results = registry.generate(requests, &stats);
 
     for (std::size_t i = 0; i < results.size(); ++i) {
-        const std::string label = registry.size() > 1 ? peft::folder_name(registry[i].name) + ": " : "";
+        const std::string label =
+            registry.size() > 1 ? peft::folder_name(registry[i].name) + ": " : "";
         const auto& prompt_ids = requests[i].generation.prompt;
         if (print_ids) {
             std::string line;

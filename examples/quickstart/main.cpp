@@ -260,7 +260,8 @@ int main(int argc, char** argv) {
             for (std::size_t k = 0; k < tasks.size(); ++k) {
                 const peft::LoadedAdapter loaded = peft::load_adapter(trained[m][k].dir, c);
                 if (loaded.kind == peft::MethodKind::kLora) continue;
-                caches.push_back(train::serve(model, *peft::prompt_method(loaded, c)).cache);
+                caches.push_back(
+                    train::serve(model, *peft::prompt_method<nn::Llama>(loaded, c)).cache);
                 originals.push_back(train::serve(model, *trained[m][k].method).cache);
                 labels.push_back(specs[m].name + ", " + tasks[k].name);
             }

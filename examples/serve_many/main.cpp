@@ -167,8 +167,7 @@ int main(int argc, char** argv) {
             const std::vector<Request> rows(
                 stream.begin() + std::ptrdiff_t(first),
                 stream.begin() + std::ptrdiff_t(std::min(first + batch, stream.size())));
-            for (auto& result : adapters.generate(rows))
-                mixed.push_back(std::move(result));
+            for (auto& result : adapters.generate(rows)) mixed.push_back(std::move(result));
         }
         const double mixed_seconds = seconds_since(start);
 

@@ -107,9 +107,8 @@ void check_lora_fits(const Model<Arch, T>& model, const LoraWeights<T>& lora,
             const auto& u = lora.layers[l][std::size_t(slot)];
             if (u.a.size() == 0 && u.b.size() == 0) continue;
             const Weight<T>* w = Arch::lora_target(layers[l], slot);
-            const std::string where =
-                what + ": the LoRA update of layer " + std::to_string(l) + ", slot " +
-                std::to_string(slot);
+            const std::string where = what + ": the LoRA update of layer " + std::to_string(l) +
+                                      ", slot " + std::to_string(slot);
             if (w == nullptr) throw ShapeError(where + " names no projection of " + Arch::kName);
             // Conv1D weights are stored [in, out], Linear ones [out, in].
             const Index in = Arch::kConv1dWeights ? w->rows : w->cols;
@@ -186,8 +185,8 @@ Mat<T> advance(const Model<Arch, T>& model, std::span<Sequence<T>* const> sequen
             for (std::size_t s = 0; s < 4; ++s) {
                 if (updates[s].a.size() == 0) continue;
                 slots[s]->push_back({tape.constant_view(updates[s].a),
-                                     tape.constant_view(updates[s].b), updates[s].scale,
-                                     offsets[i], Index(tokens[i].size())});
+                                     tape.constant_view(updates[s].b), updates[s].scale, offsets[i],
+                                     Index(tokens[i].size())});
                 any_lora = true;
             }
         }

@@ -14,6 +14,8 @@
 //                               by α/√r; config fields that would change the computation in ways
 //                               not implemented (use_dora, rank_pattern, modules_to_save, ...) are
 //                               refused, naming the field.
+//   q/k head elements are in the Hugging Face checkpoints' order; a LLaMA with interleaved RoPE
+//   (llama2.c, GGUF) converts its LoRA q/k lora_B rows and prefix keys (peft/head_order.hpp).
 //   adapter_config.json         peft_type, task_type "CAUSAL_LM", inference_mode true, and the
 //                               method's fields; prefix tuning writes token_dim = Dkv and
 //                               num_attention_heads = Hkv (grouped-query attention), as PEFT does.
@@ -41,6 +43,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -56,6 +59,7 @@
 #include <vector>
 
 #include "softprompt/io/safetensors.hpp"
+#include "softprompt/peft/head_order.hpp"
 #include "softprompt/peft/lora.hpp"
 #include "softprompt/peft/method.hpp"
 #include "softprompt/peft/p_tuning.hpp"
@@ -140,8 +144,8 @@ void save_adapter(const std::string& dir, Method<float>& method,
     const nn::Config& c = model.config;
     nlohmann::ordered_json config = detail::base_config(method.kind(), c, base_model);
     std::map<std::string, io::TensorSource> tensors;
-    std::vector<Mat<float>> keep;  // tensors computed for saving
-    keep.reserve(64);
+    std::deque<Mat<float>> keep;  // tensors computed for saving (a deque: they never move)
+    const bool reorder = heads_interleaved<Arch>(c);  // q/k heads in the file's order
     switch (method.kind()) {
         case MethodKind::kPromptTuning: {
             auto& m = static_cast<PromptTuning<float>&>(method);
@@ -167,6 +171,7 @@ void save_adapter(const std::string& dir, Method<float>& method,
         case MethodKind::kPrefixTuning: {
             auto& m = static_cast<PrefixTuning<float>&>(method);
             keep.push_back(m.fold());
+            if (reorder) reorder_prefix_keys(keep.back(), c, HeadOrder::kToFile);
             tensors.emplace("prompt_embeddings", io::TensorSource(keep.back()));
             config["num_virtual_tokens"] = m.num_virtual_tokens();
             config["token_dim"] = c.kv_dim();
@@ -182,7 +187,14 @@ void save_adapter(const std::string& dir, Method<float>& method,
             for (const auto& u : m.updates()) {
                 const std::string key = detail::lora_key_prefix<Arch>() + u.module;
                 tensors.emplace(key + ".lora_A.weight", io::TensorSource(u.a->value()));
-                tensors.emplace(key + ".lora_B.weight", io::TensorSource(u.b->value()));
+                if (reorder && (u.slot == 0 || u.slot == 1)) {  // q_proj, k_proj
+                    keep.push_back(u.b->value());
+                    reorder_head_rows(keep.back(), 0, u.slot == 0 ? c.n_heads : c.n_kv_heads,
+                                      c.head_dim(), HeadOrder::kToFile);
+                    tensors.emplace(key + ".lora_B.weight", io::TensorSource(keep.back()));
+                } else {
+                    tensors.emplace(key + ".lora_B.weight", io::TensorSource(u.b->value()));
+                }
                 targets.insert(detail::lora_target_name<Arch>(u.module));
             }
             config["r"] = m.options().rank;
@@ -192,8 +204,7 @@ void save_adapter(const std::string& dir, Method<float>& method,
             config["bias"] = "none";
             config["fan_in_fan_out"] = Arch::kConv1dWeights;
             if (m.options().target_regex.empty())
-                config["target_modules"] =
-                    std::vector<std::string>(targets.begin(), targets.end());
+                config["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
             else
                 config["target_modules"] = m.options().target_regex;
             nlohmann::ordered_json ranks = nlohmann::ordered_json::object(),
@@ -225,7 +236,7 @@ void save_adapter(const std::string& dir, Method<float>& method,
 struct LoadedAdapter {
     MethodKind kind = MethodKind::kPromptTuning;
     nlohmann::ordered_json config;  // in the file's order (rank_pattern's first match is PEFT's)
-    Mat<float> prompt_embeddings;               // prompt-based methods
+    Mat<float> prompt_embeddings;   // prompt-based methods
     std::map<std::string, Mat<float>> tensors;  // LoRA: every lora_A / lora_B, by file key
 };
 
@@ -414,11 +425,24 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
     return a;
 }
 
-/// A method built from a loaded adapter, ready to serve or to train further: prompt tuning and
-/// P-tuning become prompt tuning over the stored embeddings, prefix tuning a direct prefix.
-inline std::unique_ptr<Method<float>> prompt_method(const LoadedAdapter& a, const nn::Config& c) {
+/// A loaded prefix-tuning adapter's prefix [P, L·2·Dkv] in the order of a model of family Arch
+/// (peft/head_order.hpp: the key columns of an interleaved-RoPE LLaMA are reordered).
+template <class Arch>
+Mat<float> prefix_for_model(const LoadedAdapter& a, const nn::Config& c) {
+    if (a.kind != MethodKind::kPrefixTuning)
+        throw ConfigError("prefix_for_model: the adapter is not prefix tuning");
+    Mat<float> prefix = a.prompt_embeddings;
+    if (heads_interleaved<Arch>(c)) reorder_prefix_keys(prefix, c, HeadOrder::kFromFile);
+    return prefix;
+}
+
+/// A method built from a loaded adapter for a model of family Arch, ready to serve or to train
+/// further: prompt tuning and P-tuning become prompt tuning over the stored embeddings, prefix
+/// tuning a direct prefix.
+template <class Arch>
+std::unique_ptr<Method<float>> prompt_method(const LoadedAdapter& a, const nn::Config& c) {
     if (a.kind == MethodKind::kPrefixTuning)
-        return std::make_unique<PrefixTuning<float>>(c, a.prompt_embeddings);
+        return std::make_unique<PrefixTuning<float>>(c, prefix_for_model<Arch>(a, c));
     if (a.kind == MethodKind::kLora)
         throw ConfigError("prompt_method: the adapter is LoRA; use lora_method");
     return std::make_unique<PromptTuning<float>>(c, a.prompt_embeddings);
@@ -536,6 +560,9 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn:
                                            param.value().rows(), param.value().cols(),
                                            it->second.rows(), it->second.cols());
             param.value() = it->second;
+            if (matrix[6] == 'B' && (u.slot == 0 || u.slot == 1) && heads_interleaved<Arch>(c))
+                reorder_head_rows(param.value(), 0, u.slot == 0 ? c.n_heads : c.n_kv_heads,
+                                  c.head_dim(), HeadOrder::kFromFile);
             used_keys.insert(it->first);
         }
     }

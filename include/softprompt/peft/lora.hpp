@@ -88,14 +88,16 @@ public:
         };
         positive(double(options.rank), "rank");
         positive(options.alpha, "alpha");
-        for (const auto& [p, r] : options.rank_pattern) positive(double(r), "rank_pattern '" + p + "'");
+        for (const auto& [p, r] : options.rank_pattern)
+            positive(double(r), "rank_pattern '" + p + "'");
         for (const auto& [p, a] : options.alpha_pattern) positive(a, "alpha_pattern '" + p + "'");
         const bool gpt2 = Arch::kFusedQkv;  // the GPT-2 family: one c_attn for q, k and v
         const bool by_regex = !options.target_regex.empty();
         if (!by_regex && gpt2 && (options.key || options.value) && !options.query)
             throw ConfigError(
                 "Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
-        const std::regex targets = compile(by_regex ? options.target_regex : ".*", "target_modules");
+        const std::regex targets =
+            compile(by_regex ? options.target_regex : ".*", "target_modules");
         std::vector<std::pair<std::regex, Index>> ranks;
         for (const auto& [p, r] : options.rank_pattern)
             ranks.emplace_back(compile("(.*\\.)?(" + p + ")", "rank_pattern '" + p + "'"), r);
@@ -122,8 +124,7 @@ public:
                 if (by_regex ? !std::regex_match(full, targets) : !chosen[slot]) continue;
                 const Index r = first_match(ranks, full, options.rank);
                 const double alpha = first_match(alphas, full, options.alpha);
-                const double scale =
-                    alpha / (options.rslora ? std::sqrt(double(r)) : double(r));
+                const double scale = alpha / (options.rslora ? std::sqrt(double(r)) : double(r));
                 out.push_back({l, slot, m, full, ins[slot], outs[slot], r, alpha, scale});
             }
         if (out.empty())
@@ -175,7 +176,7 @@ public:
         out.layers.resize(std::size_t(config_.n_layers));
         for (const auto& u : updates_)
             out.layers[std::size_t(u.layer)][std::size_t(u.slot)] = {u.a->value(), u.b->value(),
-                                                                      u.scale};
+                                                                     u.scale};
         return out;
     }
 

@@ -76,7 +76,7 @@ public:
                 break;
             case MethodKind::kPrefixTuning:
                 entry->about = "prefix tuning, " + P + " virtual tokens (a cached prefix)";
-                entry->cache = nn::cache_prefix(c, adapter.prompt_embeddings);
+                entry->cache = nn::cache_prefix(c, prefix_for_model<Arch>(adapter, c));
                 break;
             case MethodKind::kLora: {
                 entry->lora = lora_method<Arch>(adapter, c)->weights();

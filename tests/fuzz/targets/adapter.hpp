@@ -45,7 +45,7 @@ inline void adapter(std::string_view input) {
         if (a.kind == peft::MethodKind::kLora)
             (void)peft::lora_method<nn::Llama>(a, config);
         else
-            (void)peft::prompt_method(a, config);
+            (void)peft::prompt_method<nn::Llama>(a, config);
     } catch (const Error& e) {
         // The contract: bad bytes throw a softprompt::Error subclass, nothing else.
         softprompt_fuzz::rejected(e);
