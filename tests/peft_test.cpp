@@ -268,3 +268,67 @@ TEST(Summary, CountsLikePeft) {
 }
 
 }  // namespace
+
+namespace {
+
+// PEFT's module regular expressions match as Python's re.fullmatch does; the expectations are
+// Python 3.11's, and the patterns the forms PEFT configs use (escaped dots, \d+, alternation, a
+// negative lookahead to exclude a vision tower, the (.*\.)? prefix of rank_pattern keys).
+TEST(ModuleRegex, MatchesLikePythonsFullmatch) {
+    const std::vector<std::pair<std::string, std::vector<std::pair<std::string, bool>>>> cases = {
+        {R"(model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj)",
+         {{"model.layers.0.self_attn.q_proj", true},
+          {"model.layers.12.self_attn.o_proj", true},
+          {"model.layers.x.self_attn.q_proj", false},
+          {"model.layers.0.self_attn.q_proj2", false},
+          {"model.layers.0.mlp.up_proj", false}}},
+        {R"(.*\.(q_proj|v_proj))",
+         {{"model.layers.0.self_attn.q_proj", true},
+          {"q_proj", false},
+          {"a.v_proj", true},
+          {"a.k_proj", false}}},
+        {R"(^(?!.*vision).*(q_proj|v_proj)$)",
+         {{"language_model.layers.0.q_proj", true},
+          {"vision_tower.layers.0.q_proj", false},
+          {"x.v_proj", true}}},
+        {R"((.*\.)?(layers.1.self_attn.q_proj))",
+         {{"model.layers.1.self_attn.q_proj", true},
+          {"model.layers.11.self_attn.q_proj", false},
+          {"layers.1.self_attn.q_proj", true},
+          {"model.layersX1.self_attn.q_proj", true}}},
+        {R"(transformer\.h\.[0-3]\.attn\.c_(attn|proj))",
+         {{"transformer.h.0.attn.c_attn", true},
+          {"transformer.h.4.attn.c_attn", false},
+          {"transformer.h.3.attn.c_proj", true}}},
+        {R"([^.]+\.h\.\d{1,2}\.attn\.c_attn)",
+         {{"transformer.h.10.attn.c_attn", true},
+          {"transformer.h.100.attn.c_attn", false},
+          {"a.b.h.1.attn.c_attn", false}}},
+        {R"((?:a|ab)+c?)",
+         {{"ababa", true}, {"abc", true}, {"ac", true}, {"b", false}, {"", false}}},
+        {R"(x*)", {{"", true}, {"xxx", true}, {"xy", false}}},
+        {R"([\w.]+_proj)", {{"model.layers.0.q_proj", true}, {"q-proj", false}}},
+        {R"((a*)*b)", {{"aaaaaaaaaaaaaaaaaaaab", true}, {"aaaaaaaaaab", true}}},
+        {R"(a{2,3})", {{"a", false}, {"aa", true}, {"aaa", true}, {"aaaa", false}}},
+        {R"(a{2,})", {{"a", false}, {"aaaaa", true}}},
+        {R"(\s?q\S)", {{"qx", true}, {" qx", true}, {"q ", false}}},
+    };
+    for (const auto& [pattern, texts] : cases) {
+        const ModuleRegex re(pattern);
+        for (const auto& [text, want] : texts)
+            EXPECT_EQ(re.full_match(text), want) << pattern << " on '" << text << "'";
+    }
+    // What it does not read is an error naming the pattern; so is runaway backtracking.
+    for (const char* bad : {"(a", "a)", "a**", R"(\p{L})", "[z-a]", "(?P<x>a)", "*a", "a{3,1}"}) {
+        try {
+            ModuleRegex re(bad);
+            ADD_FAILURE() << bad << " was accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(std::string("'") + bad + "'"), std::string::npos)
+                << e.what();
+        }
+    }
+    EXPECT_THROW(ModuleRegex("(a*)*c").full_match(std::string(40, 'a')), ConfigError);
+}
+
+}  // namespace

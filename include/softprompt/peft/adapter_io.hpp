@@ -70,6 +70,9 @@ namespace softprompt::peft {
 
 inline constexpr const char* kAdapterWeights = "adapter_model.safetensors";
 inline constexpr const char* kAdapterConfig = "adapter_config.json";
+/// The PEFT release whose adapter_config.json fields save_adapter writes (LoRA: every field of its
+/// LoraConfig); load_adapter reads the files of every release since 0.6.
+inline constexpr const char* kPeftVersion = "0.19.1";
 
 namespace detail {
 
@@ -105,6 +108,8 @@ inline nlohmann::ordered_json base_config(MethodKind kind, const nn::Config& c,
     j["base_model_name_or_path"] =
         base_model.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(base_model);
     j["revision"] = nullptr;
+    j["peft_version"] = kPeftVersion;
+    j["auto_mapping"] = nullptr;
     if (kind != MethodKind::kLora) {
         j["num_transformer_submodules"] = 1;
         j["num_layers"] = c.n_layers;
@@ -154,6 +159,7 @@ void save_adapter(const std::string& dir, Method<float>& method,
             config["prompt_tuning_init"] = "RANDOM";
             config["prompt_tuning_init_text"] = nullptr;
             config["tokenizer_name_or_path"] = nullptr;
+            config["tokenizer_kwargs"] = nullptr;
             break;
         }
         case MethodKind::kPTuning: {
@@ -214,6 +220,20 @@ void save_adapter(const std::string& dir, Method<float>& method,
             config["rank_pattern"] = ranks;
             config["alpha_pattern"] = alphas;
             config["init_lora_weights"] = true;
+            config["use_dora"] = false;
+            config["use_qalora"] = false;
+            config["qalora_group_size"] = 16;
+            config["lora_bias"] = false;
+            config["use_bdlora"] = nullptr;
+            config["ensure_weight_tying"] = false;
+            config["megatron_core"] = "megatron.core";
+            config["loftq_config"] = nlohmann::ordered_json::object();
+            for (const char* unset :
+                 {"alora_invocation_tokens", "arrow_config", "corda_config", "eva_config",
+                  "exclude_modules", "layer_replication", "layers_pattern", "layers_to_transform",
+                  "lora_ga_config", "megatron_config", "modules_to_save", "target_parameters",
+                  "trainable_token_indices"})
+                config[unset] = nullptr;
             break;
         }
     }
@@ -221,7 +241,14 @@ void save_adapter(const std::string& dir, Method<float>& method,
     // spelled out at the top of this file). A config that changes is retracted first, so that a
     // crash between the two renames cannot pair new weights with an old, different config.
     const std::string config_path = (fs::path(dir) / kAdapterConfig).string();
-    const std::string config_text = config.dump(2) + "\n";
+    // Top-level fields in sorted order, as PEFT's save_pretrained writes them (json sort_keys);
+    // patterns keep their order, which decides the first match.
+    std::vector<std::string> keys;
+    for (const auto& item : config.items()) keys.push_back(item.key());
+    std::sort(keys.begin(), keys.end());
+    nlohmann::ordered_json sorted;
+    for (const std::string& key : keys) sorted[key] = config[key];
+    const std::string config_text = sorted.dump(2) + "\n";
     const std::optional<std::string> old_config = detail::read_whole_file(config_path);
     if (old_config && *old_config != config_text) {
         if (::unlink(config_path.c_str()) != 0 && errno != ENOENT)
@@ -294,7 +321,9 @@ inline const std::set<std::string>& known_config_fields() {
                                                 "alora_invocation_tokens",
                                                 "arrow_config",
                                                 "ensure_weight_tying",
-                                                "peft_version"};
+                                                "peft_version",
+                                                "lora_ga_config",
+                                                "use_bdlora"};
     return known;
 }
 
@@ -334,7 +363,8 @@ inline void refuse_unimplemented_lora_fields(const nlohmann::ordered_json& confi
         {"trainable_token_indices", "trainable token embeddings"},
         {"megatron_config", "Megatron parallel layers"},
         {"alora_invocation_tokens", "activated LoRA"},
-        {"arrow_config", "Arrow routing"}};
+        {"arrow_config", "Arrow routing"},
+        {"use_bdlora", "block-diagonal LoRA"}};
     for (const auto& [key, what] : fields) {
         const auto it = config.find(key);
         if (it == config.end() || it->is_null() || (it->is_boolean() && !it->get<bool>()) ||

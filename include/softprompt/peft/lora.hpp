@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -26,6 +25,7 @@
 #include "softprompt/nn/gpt2.hpp"
 #include "softprompt/nn/llama.hpp"
 #include "softprompt/peft/method.hpp"
+#include "softprompt/peft/module_regex.hpp"
 
 namespace softprompt::peft {
 
@@ -96,17 +96,17 @@ public:
         if (!by_regex && gpt2 && (options.key || options.value) && !options.query)
             throw ConfigError(
                 "Lora: GPT-2's key and value share the fused c_attn projection; select `query`");
-        const std::regex targets =
+        const ModuleRegex targets =
             compile(by_regex ? options.target_regex : ".*", "target_modules");
-        std::vector<std::pair<std::regex, Index>> ranks;
+        std::vector<std::pair<ModuleRegex, Index>> ranks;
         for (const auto& [p, r] : options.rank_pattern)
             ranks.emplace_back(compile("(.*\\.)?(" + p + ")", "rank_pattern '" + p + "'"), r);
-        std::vector<std::pair<std::regex, double>> alphas;
+        std::vector<std::pair<ModuleRegex, double>> alphas;
         for (const auto& [p, a] : options.alpha_pattern)
             alphas.emplace_back(compile("(.*\\.)?(" + p + ")", "alpha_pattern '" + p + "'"), a);
         auto first_match = [](const auto& patterns, const std::string& name, auto fallback) {
             for (const auto& [re, value] : patterns)
-                if (std::regex_match(name, re)) return value;
+                if (re.full_match(name)) return value;
             return fallback;
         };
         const bool chosen[4] = {options.query, options.key && !gpt2, options.value && !gpt2,
@@ -121,7 +121,7 @@ public:
                 const std::string& m = modules[std::size_t(l)][std::size_t(slot)];
                 if (m.empty()) continue;  // GPT-2's k and v: inside c_attn
                 const std::string full = Arch::kHfModelPrefix + m;
-                if (by_regex ? !std::regex_match(full, targets) : !chosen[slot]) continue;
+                if (by_regex ? !targets.full_match(full) : !chosen[slot]) continue;
                 const Index r = first_match(ranks, full, options.rank);
                 const double alpha = first_match(alphas, full, options.alpha);
                 const double scale = alpha / (options.rslora ? std::sqrt(double(r)) : double(r));
@@ -239,12 +239,11 @@ private:
         return out;
     }
 
-    static std::regex compile(const std::string& pattern, const std::string& what) {
+    static ModuleRegex compile(const std::string& pattern, const std::string& what) {
         try {
-            return std::regex(pattern, std::regex::ECMAScript);
-        } catch (const std::regex_error& e) {
-            throw ConfigError("Lora: " + what + " is not a regular expression we read (" +
-                              e.what() + "): " + pattern);
+            return ModuleRegex(pattern);
+        } catch (const ConfigError& e) {
+            throw ConfigError("Lora: " + what + ": " + e.what());
         }
     }
 
