@@ -10,15 +10,21 @@
 //                               ".lora_B.weight" [out, r] for each adapted module, <module> the
 //                               model class's path: "model.layers.0.self_attn.q_proj"
 //                               (LlamaForCausalLM), "transformer.h.0.attn.c_attn" (GPT2LMHeadModel)
-//                               as PEFT's get_peft_model_state_dict names them. use_rslora scales
-//                               by α/√r; config fields that would change the computation in ways
-//                               not implemented (use_dora, rank_pattern, modules_to_save, ...) are
-//                               refused, naming the field.
-//   q/k head elements are in the Hugging Face checkpoints' order; a LLaMA with interleaved RoPE
-//   (llama2.c, GGUF) converts its LoRA q/k lora_B rows and prefix keys (peft/head_order.hpp).
-//   adapter_config.json         peft_type, task_type "CAUSAL_LM", inference_mode true, and the
-//                               method's fields; prefix tuning writes token_dim = Dkv and
+//                               as PEFT's get_peft_model_state_dict names them. target_modules
+//                               is a list of names or one regular expression; rank_pattern and
+//                               alpha_pattern give modules their own rank and alpha; use_rslora
+//                               scales by α/√r. Config fields that would change the computation
+//                               in ways not implemented (use_dora, modules_to_save,
+//                               layers_to_transform, ...) are refused, naming the field.
+//     q/k head elements are in the Hugging Face checkpoints' order; a LLaMA with interleaved
+//     RoPE (llama2.c, GGUF) converts its LoRA q/k lora_B rows and prefix keys
+//     (peft/head_order.hpp).
+//   adapter_config.json         the fields of PEFT's config (kPeftVersion; LoRA: all of them) in
+//                               sorted order, as save_pretrained writes them: peft_type,
+//                               task_type "CAUSAL_LM", inference_mode true, and the method's
+//                               fields; prefix tuning writes token_dim = Dkv and
 //                               num_attention_heads = Hkv (grouped-query attention), as PEFT does.
+//                               tests/data/peft/ holds PEFT's own files of every method.
 // Saving over an existing adapter, each file is replaced atomically (temporary file, fsync,
 // rename), the weights first, then the config. What a process killed at any instant of
 // save_adapter leaves (tests/crash_test.cpp kills 200 saves of the first kind below):
@@ -347,7 +353,8 @@ V required(const nlohmann::ordered_json& j, const std::string& key, const std::s
 /// LoRA config fields that would change what the adapter computes, in a way this library does not
 /// implement: each must be absent or hold its default (null, false, empty, or bias "none"). The
 /// other fields PEFT writes only describe training or initialisation (lora_dropout,
-/// init_lora_weights, loftq/eva/corda configs, qalora_group_size without use_qalora, ...).
+/// init_lora_weights, loftq/eva/corda/lora_ga configs, qalora_group_size without use_qalora,
+/// megatron_core, ensure_weight_tying, peft_version, ...).
 inline void refuse_unimplemented_lora_fields(const nlohmann::ordered_json& config,
                                              const std::string& file) {
     static const std::pair<const char*, const char*> fields[] = {

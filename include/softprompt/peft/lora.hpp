@@ -104,9 +104,11 @@ public:
         std::vector<std::pair<ModuleRegex, double>> alphas;
         for (const auto& [p, a] : options.alpha_pattern)
             alphas.emplace_back(compile("(.*\\.)?(" + p + ")", "alpha_pattern '" + p + "'"), a);
-        auto first_match = [](const auto& patterns, const std::string& name, auto fallback) {
+        // One budget of matching steps for the whole plan, however many patterns a config holds.
+        std::size_t budget = ModuleRegex::kStepBudget;
+        auto first_match = [&budget](const auto& patterns, const std::string& name, auto fallback) {
             for (const auto& [re, value] : patterns)
-                if (re.full_match(name)) return value;
+                if (re.full_match(name, budget)) return value;
             return fallback;
         };
         const bool chosen[4] = {options.query, options.key && !gpt2, options.value && !gpt2,
@@ -121,7 +123,7 @@ public:
                 const std::string& m = modules[std::size_t(l)][std::size_t(slot)];
                 if (m.empty()) continue;  // GPT-2's k and v: inside c_attn
                 const std::string full = Arch::kHfModelPrefix + m;
-                if (by_regex ? !targets.full_match(full) : !chosen[slot]) continue;
+                if (by_regex ? !targets.full_match(full, budget) : !chosen[slot]) continue;
                 const Index r = first_match(ranks, full, options.rank);
                 const double alpha = first_match(alphas, full, options.alpha);
                 const double scale = alpha / (options.rslora ? std::sqrt(double(r)) : double(r));

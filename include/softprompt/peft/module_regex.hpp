@@ -6,8 +6,8 @@
 // ((...), (?:...)) with alternation, lookaheads ((?=...), (?!...): PEFT's configs exclude modules
 // with them), anchors ^ and $, and the quantifiers * + ? {m} {m,} {m,n} (greedy or lazy: a whole
 // match does not depend on it). Anything else is a ConfigError naming the pattern and what was not
-// understood; so is a match that takes more than a bounded number of steps (nested quantifiers
-// can make backtracking exponential), so a hostile config can neither crash nor hang a load.
+// understood; so are matches that take more than a budget of steps (nested quantifiers can make
+// backtracking exponential), so a hostile config can neither crash nor hang a load.
 // A hand-written matcher rather than std::regex: libstdc++'s recursion grows with the input and
 // its headers warn under -Werror at -O2 with GCC 12.
 
@@ -33,11 +33,18 @@ public:
 
     const std::string& pattern() const { return pattern_; }
 
-    /// Whether the whole of `text` matches (Python's re.fullmatch).
-    bool full_match(const std::string& text) const {
-        std::size_t steps = 0;
-        const Matcher m{text, steps};
+    /// The steps a match may take, or several matches sharing one budget.
+    static constexpr std::size_t kStepBudget = 10'000'000;
+
+    /// Whether the whole of `text` matches (Python's re.fullmatch). `budget` is decremented by the
+    /// steps taken; a match that would exhaust it throws ConfigError.
+    bool full_match(const std::string& text, std::size_t& budget) const {
+        const Matcher m{text, budget, pattern_};
         return m.one(root_, 0, [&](std::size_t end) { return end == text.size(); });
+    }
+    bool full_match(const std::string& text) const {
+        std::size_t budget = kStepBudget;
+        return full_match(text, budget);
     }
 
 private:
@@ -246,17 +253,17 @@ private:
     // Backtracking over the parsed pattern; `next` receives the position after a match and says
     // whether the rest of the pattern matches from there.
     struct Matcher {
-        static constexpr std::size_t kMaxSteps = 1'000'000;
         using Next = std::function<bool(std::size_t)>;
         const std::string& text;
-        std::size_t& steps;
+        std::size_t& budget;
+        const std::string& pattern;
 
         void count() const {
-            if (++steps > kMaxSteps)
-                throw ConfigError(
-                    "regular expression: more than 1,000,000 backtracking steps "
-                    "against '" +
-                    text + "' (nested quantifiers?)");
+            if (budget == 0)
+                throw ConfigError("regular expression '" + pattern +
+                                  "': too many backtracking steps matching '" + text +
+                                  "' (nested quantifiers?)");
+            --budget;
         }
 
         bool sequence(const std::vector<Node>& seq, std::size_t i, std::size_t pos,
