@@ -97,6 +97,38 @@ TEST(AdapterFiles, PromptTuningRoundTripsBitExactly) {
     fs::remove_all(dir);
 }
 
+// prompt_tuning_init says how the embeddings began, as PEFT writes it, and survives a reload: PEFT
+// runs TEXT again when it loads, so a TEXT adapter without a tokenizer name is refused on save.
+TEST(AdapterFiles, PromptTuningRecordsItsInitialisation) {
+    const Golden<float> g("golden_llama_gqa.json");
+    const auto model = g.model<nn::Llama>();
+    Rng rng(4);
+    const fs::path dir = fresh_dir("prompt_init");
+    auto saved_init = [&](const PromptInit& init, const std::string& base_model) {
+        PromptTuning<float> method(g.config, init_normal<float>(3, g.config.dim, 1.0, rng), init);
+        save_adapter(dir.string(), method, model, base_model);
+        return config_of(dir);
+    };
+    EXPECT_EQ(saved_init({}, "").at("prompt_tuning_init"), "RANDOM");
+    EXPECT_EQ(saved_init({.kind = PromptInit::Kind::kSampleVocab}, "").at("prompt_tuning_init"),
+              "SAMPLE_VOCAB");
+    const nlohmann::json text =
+        saved_init({.kind = PromptInit::Kind::kText, .text = "Classify:"}, "tiny-llama");
+    EXPECT_EQ(text.at("prompt_tuning_init"), "TEXT");
+    EXPECT_EQ(text.at("prompt_tuning_init_text"), "Classify:");
+    EXPECT_EQ(text.at("tokenizer_name_or_path"), "tiny-llama");
+    // Reloaded and saved again: the same record.
+    const auto reloaded = prompt_method<nn::Llama>(load_adapter(dir.string(), g.config), g.config);
+    EXPECT_EQ(static_cast<PromptTuning<float>&>(*reloaded).init().text, "Classify:");
+    const fs::path again = fresh_dir("prompt_init_again");
+    save_adapter(again.string(), *reloaded, model, "tiny-llama");
+    EXPECT_EQ(config_of(again), text);
+    EXPECT_THROW(saved_init({.kind = PromptInit::Kind::kText, .text = "Classify:"}, ""),
+                 ConfigError);
+    fs::remove_all(dir);
+    fs::remove_all(again);
+}
+
 TEST(AdapterFiles, ReparameterisedPrefixIsSavedFoldedWithGqaWidths) {
     const Golden<float> g("golden_llama_gqa.json");  // 4 query heads, 2 KV heads
     const auto model = g.model<nn::Llama>();
@@ -554,7 +586,9 @@ void expect_mixed_batch_equals_each_row_alone(const Golden<float>& g, const std:
         save_adapter((root / name).string(), *method, model);
         EXPECT_EQ(registry.add_folder((root / name).string()).name, name);
     }
-    EXPECT_EQ(registry.size(), methods.size());
+    // A method registered in process serves as its saved folder does.
+    registry.add("lora_a_live", lora_a);
+    EXPECT_EQ(registry.size(), methods.size() + 1);
     EXPECT_THROW(registry.add_folder((root / "prompt").string()), Error);  // the name is taken
 
     // 8 rows: none, prompt, prefix, P-tuning, LoRA a, LoRA b, LoRA a again, none.
@@ -575,6 +609,9 @@ void expect_mixed_batch_equals_each_row_alone(const Golden<float>& g, const std:
     for (std::size_t i = 0; i < rows.size(); ++i)
         EXPECT_EQ(mixed[i].tokens, registry.generate({rows[i]})[0].tokens)
             << "row " << i << " (" << (adapter_of[i].empty() ? "none" : adapter_of[i]) << ")";
+    typename Registry<Arch>::Request live = rows[4];
+    live.adapter = "lora_a_live";
+    EXPECT_EQ(registry.generate({live})[0].tokens, mixed[4].tokens);
 
     // Logits of the prefill: each row in the mixed batch against itself alone.
     auto sequence_of = [&](std::size_t i) {

@@ -171,8 +171,9 @@ inline std::vector<MethodSpec> method_specs() {
     return {
         {"prompt tuning", 0.1,
          [P](const Model& m, Rng& rng) {
-             return std::make_unique<peft::PromptTuning<float>>(m.config,
-                                                                peft::init_from_vocab(m, P, rng));
+             return std::make_unique<peft::PromptTuning<float>>(
+                 m.config, peft::init_from_vocab(m, P, rng),
+                 peft::PromptInit{.kind = peft::PromptInit::Kind::kSampleVocab});
          }},
         // Li & Liang's MLP reparameterisation trains far more reliably than a direct prefix; the
         // adapter file holds the folded prefix [P, L·2·Dkv].

@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
                 std::unique_ptr<peft::Method<float>> method;
                 if (method_name == "prompt") {
                     method = std::make_unique<peft::PromptTuning<float>>(
-                        model.config, peft::init_from_vocab(model, virtual_tokens, rng, 5000));
+                        model.config, peft::init_from_vocab(model, virtual_tokens, rng, 5000),
+                        peft::PromptInit{.kind = peft::PromptInit::Kind::kSampleVocab});
                 } else if (method_name == "prefix") {
                     method = std::make_unique<peft::PrefixTuning<float>>(
                         model.config,

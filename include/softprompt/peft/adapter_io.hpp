@@ -143,35 +143,52 @@ std::string lora_target_name(const std::string& module) {
 
 }  // namespace detail
 
-/// Save a trained method as a PEFT adapter folder (created if needed). `base_model` is recorded as
-/// base_model_name_or_path when given.
+/// A PEFT adapter as a plain value: what its two files hold, tensors in the file's order (PEFT's
+/// names and head order). load_adapter reads one from a folder, export_adapter makes one from a
+/// trained method, save_adapter writes one, prompt_method / lora_method / Registry use one.
+struct Adapter {
+    MethodKind kind = MethodKind::kPromptTuning;
+    nlohmann::ordered_json config;              // in the file's order (rank_pattern's first match)
+    Mat<float> prompt_embeddings;               // prompt-based methods
+    std::map<std::string, Mat<float>> tensors;  // LoRA: every lora_A / lora_B, by file key
+};
+/// The name of earlier releases.
+using LoadedAdapter = Adapter;
+
+/// The adapter a trained method saves: its PEFT config (base_model recorded as
+/// base_model_name_or_path when given) and its tensors as PEFT stores them (a reparameterised
+/// prefix folded, P-tuning's encoder run, q/k heads in PEFT's order).
 template <class Arch>
-void save_adapter(const std::string& dir, Method<float>& method,
-                  const nn::Model<Arch, float>& model, const std::string& base_model = {}) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) throw IoError("save_adapter: cannot create folder '" + dir + "': " + ec.message());
+Adapter export_adapter(Method<float>& method, const nn::Model<Arch, float>& model,
+                       const std::string& base_model = {}) {
     const nn::Config& c = model.config;
-    nlohmann::ordered_json config = detail::base_config(method.kind(), c, base_model);
-    std::map<std::string, io::TensorSource> tensors;
-    std::deque<Mat<float>> keep;  // tensors computed for saving (a deque: they never move)
+    Adapter a;
+    a.kind = method.kind();
+    nlohmann::ordered_json& config = a.config;
+    config = detail::base_config(method.kind(), c, base_model);
     const bool reorder = heads_interleaved<Arch>(c);  // q/k heads in the file's order
     switch (method.kind()) {
         case MethodKind::kPromptTuning: {
             auto& m = static_cast<PromptTuning<float>&>(method);
-            tensors.emplace("prompt_embeddings", io::TensorSource(m.embeddings().value()));
+            a.prompt_embeddings = m.embeddings().value();
             config["num_virtual_tokens"] = m.num_virtual_tokens();
-            config["prompt_tuning_init"] = "RANDOM";
+            const PromptInit& init = m.init();
+            config["prompt_tuning_init"] = prompt_init_name(init.kind);
             config["prompt_tuning_init_text"] = nullptr;
             config["tokenizer_name_or_path"] = nullptr;
+            if (init.kind == PromptInit::Kind::kText) {
+                // PEFT runs the TEXT initialisation again when it loads the adapter: it needs
+                // the text and a tokenizer it can load (save_adapter checks there is one).
+                const std::string tokenizer = init.tokenizer.empty() ? base_model : init.tokenizer;
+                config["prompt_tuning_init_text"] = init.text;
+                if (!tokenizer.empty()) config["tokenizer_name_or_path"] = tokenizer;
+            }
             config["tokenizer_kwargs"] = nullptr;
             break;
         }
         case MethodKind::kPTuning: {
             auto& m = static_cast<PTuning<float>&>(method);
-            keep.push_back(m.virtual_tokens());
-            tensors.emplace("prompt_embeddings", io::TensorSource(keep.back()));
+            a.prompt_embeddings = m.virtual_tokens();
             config["num_virtual_tokens"] = m.num_virtual_tokens();
             config["encoder_reparameterization_type"] =
                 m.options().encoder == PromptEncoderType::kLstm ? "LSTM" : "MLP";
@@ -182,9 +199,8 @@ void save_adapter(const std::string& dir, Method<float>& method,
         }
         case MethodKind::kPrefixTuning: {
             auto& m = static_cast<PrefixTuning<float>&>(method);
-            keep.push_back(m.fold());
-            if (reorder) reorder_prefix_keys(keep.back(), c, HeadOrder::kToFile);
-            tensors.emplace("prompt_embeddings", io::TensorSource(keep.back()));
+            a.prompt_embeddings = m.fold();
+            if (reorder) reorder_prefix_keys(a.prompt_embeddings, c, HeadOrder::kToFile);
             config["num_virtual_tokens"] = m.num_virtual_tokens();
             config["token_dim"] = c.kv_dim();
             config["num_attention_heads"] = c.n_kv_heads;
@@ -194,19 +210,14 @@ void save_adapter(const std::string& dir, Method<float>& method,
         }
         case MethodKind::kLora: {
             auto& m = static_cast<Lora<Arch, float>&>(method);
-            std::vector<std::string> modules;
             std::set<std::string> targets;
             for (const auto& u : m.updates()) {
                 const std::string key = detail::lora_key_prefix<Arch>() + u.module;
-                tensors.emplace(key + ".lora_A.weight", io::TensorSource(u.a->value()));
-                if (reorder && (u.slot == 0 || u.slot == 1)) {  // q_proj, k_proj
-                    keep.push_back(u.b->value());
-                    reorder_head_rows(keep.back(), 0, u.slot == 0 ? c.n_heads : c.n_kv_heads,
-                                      c.head_dim(), HeadOrder::kToFile);
-                    tensors.emplace(key + ".lora_B.weight", io::TensorSource(keep.back()));
-                } else {
-                    tensors.emplace(key + ".lora_B.weight", io::TensorSource(u.b->value()));
-                }
+                a.tensors[key + ".lora_A.weight"] = u.a->value();
+                Mat<float>& b = a.tensors[key + ".lora_B.weight"] = u.b->value();
+                if (reorder && (u.slot == 0 || u.slot == 1))  // q_proj, k_proj
+                    reorder_head_rows(b, 0, u.slot == 0 ? c.n_heads : c.n_kv_heads, c.head_dim(),
+                                      HeadOrder::kToFile);
                 targets.insert(detail::lora_target_name<Arch>(u.module));
             }
             config["r"] = m.options().rank;
@@ -243,10 +254,6 @@ void save_adapter(const std::string& dir, Method<float>& method,
             break;
         }
     }
-    // The weights and the config are two files, replaced one after the other (the guarantee is
-    // spelled out at the top of this file). A config that changes is retracted first, so that a
-    // crash between the two renames cannot pair new weights with an old, different config.
-    const std::string config_path = (fs::path(dir) / kAdapterConfig).string();
     // Top-level fields in sorted order, as PEFT's save_pretrained writes them (json sort_keys);
     // patterns keep their order, which decides the first match.
     std::vector<std::string> keys;
@@ -254,7 +261,33 @@ void save_adapter(const std::string& dir, Method<float>& method,
     std::sort(keys.begin(), keys.end());
     nlohmann::ordered_json sorted;
     for (const std::string& key : keys) sorted[key] = config[key];
-    const std::string config_text = sorted.dump(2) + "\n";
+    config = std::move(sorted);
+    return a;
+}
+
+/// Write an adapter as a PEFT adapter folder (created if needed).
+inline void save_adapter(const std::string& dir, const Adapter& adapter) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw IoError("save_adapter: cannot create folder '" + dir + "': " + ec.message());
+    if (adapter.config.value("prompt_tuning_init", nlohmann::ordered_json()) == "TEXT" &&
+        adapter.config.value("tokenizer_name_or_path", nlohmann::ordered_json()).is_null())
+        throw ConfigError(
+            "save_adapter: '" + dir +
+            "': prompt tuning initialised from text needs a tokenizer name, or PEFT cannot load "
+            "the adapter (PromptInit::tokenizer, or the base model's name)");
+    std::map<std::string, io::TensorSource> tensors;
+    if (adapter.kind == MethodKind::kLora) {
+        for (const auto& [key, m] : adapter.tensors) tensors.emplace(key, io::TensorSource(m));
+    } else {
+        tensors.emplace("prompt_embeddings", io::TensorSource(adapter.prompt_embeddings));
+    }
+    // The weights and the config are two files, replaced one after the other (the guarantee is
+    // spelled out at the top of this file). A config that changes is retracted first, so that a
+    // crash between the two renames cannot pair new weights with an old, different config.
+    const std::string config_path = (fs::path(dir) / kAdapterConfig).string();
+    const std::string config_text = adapter.config.dump(2) + "\n";
     const std::optional<std::string> old_config = detail::read_whole_file(config_path);
     if (old_config && *old_config != config_text) {
         if (::unlink(config_path.c_str()) != 0 && errno != ENOENT)
@@ -265,13 +298,12 @@ void save_adapter(const std::string& dir, Method<float>& method,
     if (old_config != config_text) detail::write_text_atomically(config_path, config_text);
 }
 
-/// A PEFT adapter read from disk, checked against a model.
-struct LoadedAdapter {
-    MethodKind kind = MethodKind::kPromptTuning;
-    nlohmann::ordered_json config;  // in the file's order (rank_pattern's first match is PEFT's)
-    Mat<float> prompt_embeddings;   // prompt-based methods
-    std::map<std::string, Mat<float>> tensors;  // LoRA: every lora_A / lora_B, by file key
-};
+/// Save a trained method as a PEFT adapter folder: save_adapter(dir, export_adapter(...)).
+template <class Arch>
+void save_adapter(const std::string& dir, Method<float>& method,
+                  const nn::Model<Arch, float>& model, const std::string& base_model = {}) {
+    save_adapter(dir, export_adapter(method, model, base_model));
+}
 
 namespace detail {
 
@@ -389,12 +421,12 @@ inline void refuse_unimplemented_lora_fields(const nlohmann::ordered_json& confi
 
 /// Read a PEFT adapter folder and check it fits `config` (layers, widths, heads); errors name the
 /// file, the field or tensor, what the model needs and what the file has.
-inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
+inline Adapter load_adapter(const std::string& dir, const nn::Config& c) {
     namespace fs = std::filesystem;
     const std::string config_path = (fs::path(dir) / kAdapterConfig).string();
     std::ifstream in(config_path);
     if (!in) throw IoError("load_adapter: cannot open '" + config_path + "'");
-    LoadedAdapter a;
+    Adapter a;
     try {
         a.config = nlohmann::ordered_json::parse(in);
     } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e400
@@ -465,7 +497,7 @@ inline LoadedAdapter load_adapter(const std::string& dir, const nn::Config& c) {
 /// A loaded prefix-tuning adapter's prefix [P, L·2·Dkv] in the order of a model of family Arch
 /// (peft/head_order.hpp: the key columns of an interleaved-RoPE LLaMA are reordered).
 template <class Arch>
-Mat<float> prefix_for_model(const LoadedAdapter& a, const nn::Config& c) {
+Mat<float> prefix_for_model(const Adapter& a, const nn::Config& c) {
     if (a.kind != MethodKind::kPrefixTuning)
         throw ConfigError("prefix_for_model: the adapter is not prefix tuning");
     Mat<float> prefix = a.prompt_embeddings;
@@ -477,12 +509,27 @@ Mat<float> prefix_for_model(const LoadedAdapter& a, const nn::Config& c) {
 /// further: prompt tuning and P-tuning become prompt tuning over the stored embeddings, prefix
 /// tuning a direct prefix.
 template <class Arch>
-std::unique_ptr<Method<float>> prompt_method(const LoadedAdapter& a, const nn::Config& c) {
+std::unique_ptr<Method<float>> prompt_method(const Adapter& a, const nn::Config& c) {
     if (a.kind == MethodKind::kPrefixTuning)
         return std::make_unique<PrefixTuning<float>>(c, prefix_for_model<Arch>(a, c));
     if (a.kind == MethodKind::kLora)
         throw ConfigError("prompt_method: the adapter is LoRA; use lora_method");
-    return std::make_unique<PromptTuning<float>>(c, a.prompt_embeddings);
+    PromptInit init;  // recorded, so that saving again writes what PEFT wrote
+    if (a.kind == MethodKind::kPromptTuning) {
+        auto text_field = [&](const char* key) {
+            const auto it = a.config.find(key);
+            return it != a.config.end() && it->is_string() ? it->get<std::string>() : std::string();
+        };
+        const std::string kind = text_field("prompt_tuning_init");
+        init.kind = kind == "TEXT"           ? PromptInit::Kind::kText
+                    : kind == "SAMPLE_VOCAB" ? PromptInit::Kind::kSampleVocab
+                                             : PromptInit::Kind::kRandom;
+        if (init.kind == PromptInit::Kind::kText) {
+            init.text = text_field("prompt_tuning_init_text");
+            init.tokenizer = text_field("tokenizer_name_or_path");
+        }
+    }
+    return std::make_unique<PromptTuning<float>>(c, a.prompt_embeddings, init);
 }
 
 namespace detail {
@@ -516,7 +563,7 @@ std::vector<std::pair<std::string, V>> pattern_field(const nlohmann::ordered_jso
 /// expression matched whole against the full module names; rank_pattern and alpha_pattern give
 /// modules their own rank and alpha, use_rslora scales by α/√r.
 template <class Arch>
-std::unique_ptr<Lora<Arch, float>> lora_method(const LoadedAdapter& a, const nn::Config& c) {
+std::unique_ptr<Lora<Arch, float>> lora_method(const Adapter& a, const nn::Config& c) {
     if (a.kind != MethodKind::kLora) throw ConfigError("lora_method: the adapter is not LoRA");
     const std::string file = kAdapterConfig;
     LoraOptions options;

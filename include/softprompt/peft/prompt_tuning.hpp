@@ -16,12 +16,38 @@
 
 namespace softprompt::peft {
 
+/// How the embeddings were initialised, as adapter_config.json records it (PEFT's
+/// prompt_tuning_init). PEFT runs the initialisation again when it loads an adapter, before it
+/// reads the stored embeddings over it: TEXT tokenizes the text with tokenizer_name_or_path,
+/// SAMPLE_VOCAB samples the model's embeddings, RANDOM needs nothing. It never changes what a
+/// trained adapter computes.
+struct PromptInit {
+    enum class Kind { kRandom, kSampleVocab, kText };
+    Kind kind = Kind::kRandom;
+    std::string text{};       // kText: the text whose embeddings began the prompt (init_from_text)
+    std::string tokenizer{};  // kText: tokenizer_name_or_path (empty: the base model's name)
+};
+
+/// PEFT's name of an initialisation: RANDOM, SAMPLE_VOCAB, TEXT.
+inline const char* prompt_init_name(PromptInit::Kind kind) {
+    switch (kind) {
+        case PromptInit::Kind::kSampleVocab:
+            return "SAMPLE_VOCAB";
+        case PromptInit::Kind::kText:
+            return "TEXT";
+        case PromptInit::Kind::kRandom:
+            break;
+    }
+    return "RANDOM";
+}
+
 template <class T>
 class PromptTuning : public Method<T> {
 public:
-    /// Takes the initial embeddings [P, d] (see the init_* functions).
-    PromptTuning(const nn::Config& config, Mat<T> initial)
-        : embeddings_("prompt_embeddings", std::move(initial)) {
+    /// Takes the initial embeddings [P, d] (see the init_* functions) and, for the adapter's
+    /// config, how they were made.
+    PromptTuning(const nn::Config& config, Mat<T> initial, PromptInit init = {})
+        : embeddings_("prompt_embeddings", std::move(initial)), init_(std::move(init)) {
         if (embeddings_.value().rows() <= 0 || embeddings_.value().cols() != config.dim)
             throw ShapeError::mismatch("PromptTuning", "initial embeddings",
                                        embeddings_.value().rows(), config.dim,
@@ -39,9 +65,11 @@ public:
 
     autograd::Param<T>& embeddings() { return embeddings_; }
     const autograd::Param<T>& embeddings() const { return embeddings_; }
+    const PromptInit& init() const { return init_; }
 
 private:
     autograd::Param<T> embeddings_;
+    PromptInit init_;
 };
 
 namespace detail {

@@ -56,7 +56,7 @@ public:
 
     /// Register a loaded adapter under `name` (not empty, not taken). An adapter that does not fit
     /// the model fails here with the library's error.
-    const Entry& add(const std::string& name, const LoadedAdapter& adapter) {
+    const Entry& add(const std::string& name, const Adapter& adapter) {
         if (name.empty()) throw ConfigError("Registry: an adapter needs a name");
         if (by_name_.count(name) != 0)
             throw ConfigError("Registry: an adapter named '" + name + "' is already registered");
@@ -96,11 +96,17 @@ public:
         return *entries_.back();
     }
 
+    /// Register a trained method's current values under `name`, as export_adapter makes them (the
+    /// method may then go on training; the registry keeps what it had).
+    const Entry& add(const std::string& name, Method<float>& method) {
+        return add(name, export_adapter(method, *model_));
+    }
+
     /// Load the PEFT adapter folder `dir` and register it under `name`, by default the folder's
     /// own name. Errors reach the caller prefixed with the folder, so that among several the
     /// culprit is plain.
     const Entry& add_folder(const std::string& dir, std::string name = {}) {
-        LoadedAdapter loaded;
+        Adapter loaded;
         try {
             loaded = load_adapter(dir, model_->config);
             return add(name.empty() ? folder_name(dir) : name, loaded);
