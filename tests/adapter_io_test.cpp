@@ -531,6 +531,26 @@ TEST(AdapterFiles, LoadingChecksTheModelAndTheFiles) {
     fs::remove_all(dir);
 }
 
+// A PyTorch-pickle adapter (adapter_model.bin, what PEFT wrote before safetensors) is refused with
+// the way to convert it; nothing in it is read.
+TEST(AdapterFiles, PickleWeightsAreRefusedWithTheWayToConvertThem) {
+    const Golden<float> g("golden_gpt2.json");
+    const auto model = g.model<nn::Gpt2>();
+    PromptTuning<float> method(g.config, Mat<float>::Ones(2, g.config.dim));
+    const fs::path dir = fresh_dir("pickle");
+    save_adapter(dir.string(), method, model);
+    fs::rename(dir / kAdapterWeights, dir / "adapter_model.bin");
+    try {
+        (void)load_adapter(dir.string(), g.config);
+        ADD_FAILURE() << "adapter_model.bin was read";
+    } catch (const IoError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("adapter_model.bin"), std::string::npos) << what;
+        EXPECT_NE(what.find("save_file("), std::string::npos) << what;
+    }
+    fs::remove_all(dir);
+}
+
 TEST(AdapterFiles, AFailedSaveLeavesThePreviousAdapterWhole) {
     const Golden<float> g("golden_gpt2.json");
     const auto model = g.model<nn::Gpt2>();

@@ -331,6 +331,11 @@ TEST(ModuleRegex, MatchesLikePythonsFullmatch) {
     std::size_t budget = 100'000;
     EXPECT_THROW(ModuleRegex("(a*)*c").full_match(std::string(40, 'a'), budget), ConfigError);
     EXPECT_EQ(budget, 0u);
+    // Repetitions that nest millions deep are refused, not a stack overflow.
+    EXPECT_THROW(ModuleRegex("(?:(?:){9999}){9999}").full_match("x"), ConfigError);
+    std::string many;
+    for (int i = 0; i < 5000; ++i) many += "a?";
+    EXPECT_THROW(ModuleRegex(many).full_match(std::string(5000, 'a')), ConfigError);
 }
 
 }  // namespace

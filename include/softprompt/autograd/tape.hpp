@@ -184,6 +184,7 @@ public:
         node->cols = value.cols();
         return Var<T>(std::move(node));
     }
+    Var<T> constant_view(Mat<T>&&) const = delete;  // would dangle
 
     /// Use a Param on this tape: a leaf whose gradient backward adds into `p.grad()`.
     Var<T> param(Param<T>& p) {

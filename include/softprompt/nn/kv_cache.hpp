@@ -60,8 +60,16 @@ PromptCache<T> cache_prompt(const Model<Arch, T>& model, const Mat<T>& prompt) {
 /// Prefix tuning: split a PEFT prefix tensor [P, L*2*Hkv*hd] into the per-layer cache.
 template <class T>
 PromptCache<T> cache_prefix(const Config& config, const Mat<T>& prefix) {
-    autograd::Tape<T> tape;
-    return detail::to_cache(split_prefix(tape, config, tape.constant(prefix)));
+    const Index kv = config.kv_dim();
+    if (prefix.cols() != config.n_layers * 2 * kv)
+        throw ShapeError::mismatch("cache_prefix", "prefix", prefix.rows(),
+                                   config.n_layers * 2 * kv, prefix.rows(), prefix.cols());
+    PromptCache<T> cache;  // the column layout of split_prefix (nn/forward.hpp), no tape needed
+    for (Index l = 0; l < config.n_layers; ++l) {
+        cache.keys.push_back(prefix.middleCols(2 * l * kv, kv));
+        cache.values.push_back(prefix.middleCols((2 * l + 1) * kv, kv));
+    }
+    return cache;
 }
 
 /// One sequence being generated: its adapter's prompt cache (or none), its LoRA updates (or none)
@@ -107,16 +115,18 @@ void check_lora_fits(const Model<Arch, T>& model, const LoraWeights<T>& lora,
             const auto& u = lora.layers[l][std::size_t(slot)];
             if (u.a.size() == 0 && u.b.size() == 0) continue;
             const Weight<T>* w = Arch::lora_target(layers[l], slot);
-            const std::string where = what + ": the LoRA update of layer " + std::to_string(l) +
-                                      ", slot " + std::to_string(slot);
-            if (w == nullptr) throw ShapeError(where + " names no projection of " + Arch::kName);
+            auto where = [&] {
+                return what + ": the LoRA update of layer " + std::to_string(l) + ", slot " +
+                       std::to_string(slot);
+            };
+            if (w == nullptr) throw ShapeError(where() + " names no projection of " + Arch::kName);
             // Conv1D weights are stored [in, out], Linear ones [out, in].
             const Index in = Arch::kConv1dWeights ? w->rows : w->cols;
             const Index out = Arch::kConv1dWeights ? w->cols : w->rows;
             if (u.a.rows() == 0 || u.a.cols() != in || u.b.rows() != out ||
                 u.b.cols() != u.a.rows())
-                throw ShapeError(where + ": A " + shape_string(u.a.rows(), u.a.cols()) + " and B " +
-                                 shape_string(u.b.rows(), u.b.cols()) +
+                throw ShapeError(where() + ": A " + shape_string(u.a.rows(), u.a.cols()) +
+                                 " and B " + shape_string(u.b.rows(), u.b.cols()) +
                                  " do not make an update of a projection from " +
                                  std::to_string(in) + " to " + std::to_string(out));
         }

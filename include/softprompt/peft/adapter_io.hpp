@@ -271,8 +271,18 @@ inline void save_adapter(const std::string& dir, const Adapter& adapter) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) throw IoError("save_adapter: cannot create folder '" + dir + "': " + ec.message());
-    if (adapter.config.value("prompt_tuning_init", nlohmann::ordered_json()) == "TEXT" &&
-        adapter.config.value("tokenizer_name_or_path", nlohmann::ordered_json()).is_null())
+    auto text_or_empty = [&](const char* key) {
+        const auto it = adapter.config.find(key);
+        return it != adapter.config.end() && it->is_string() ? it->get<std::string>()
+                                                             : std::string();
+    };
+    if (text_or_empty("prompt_tuning_init") == "TEXT" &&
+        text_or_empty("prompt_tuning_init_text").empty())
+        throw ConfigError("save_adapter: '" + dir +
+                          "': prompt tuning initialised from text needs the text (PEFT re-runs "
+                          "the initialisation when it loads the adapter)");
+    if (text_or_empty("prompt_tuning_init") == "TEXT" &&
+        text_or_empty("tokenizer_name_or_path").empty())
         throw ConfigError(
             "save_adapter: '" + dir +
             "': prompt tuning initialised from text needs a tokenizer name, or PEFT cannot load "
@@ -454,7 +464,15 @@ inline Adapter load_adapter(const std::string& dir, const nn::Config& c) {
         throw ConfigError(config_path + ": task_type " + a.config["task_type"].dump() +
                           " is not CAUSAL_LM");
 
-    const io::SafetensorsFile weights((fs::path(dir) / kAdapterWeights).string());
+    const fs::path weights_path = fs::path(dir) / kAdapterWeights;
+    if (!fs::exists(weights_path) && fs::exists(fs::path(dir) / "adapter_model.bin"))
+        throw IoError(
+            "load_adapter: '" + dir +
+            "' holds adapter_model.bin, PyTorch's pickle format, which is not read (unpickling "
+            "runs code). Convert it to safetensors with PyTorch: python3 -c \"import torch; "
+            "from safetensors.torch import save_file; save_file(torch.load('adapter_model.bin'), "
+            "'adapter_model.safetensors', metadata={'format': 'pt'})\"");
+    const io::SafetensorsFile weights(weights_path.string());
     if (a.kind == MethodKind::kLora) {
         for (const std::string& name : weights.names())
             a.tensors.emplace(name, weights.matrix<float>(name));
@@ -500,6 +518,10 @@ template <class Arch>
 Mat<float> prefix_for_model(const Adapter& a, const nn::Config& c) {
     if (a.kind != MethodKind::kPrefixTuning)
         throw ConfigError("prefix_for_model: the adapter is not prefix tuning");
+    const Index width = c.n_layers * 2 * c.kv_dim();
+    if (a.prompt_embeddings.rows() <= 0 || a.prompt_embeddings.cols() != width)
+        throw ShapeError::mismatch("prefix_for_model", "prefix", a.prompt_embeddings.rows(), width,
+                                   a.prompt_embeddings.rows(), a.prompt_embeddings.cols());
     Mat<float> prefix = a.prompt_embeddings;
     if (heads_interleaved<Arch>(c)) reorder_prefix_keys(prefix, c, HeadOrder::kFromFile);
     return prefix;
@@ -621,7 +643,9 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const Adapter& a, const nn::Confi
     };
     for (const auto& p : plan) {
         const auto it = stored(p.module, ".lora_A.weight");
-        if (it == a.tensors.end()) continue;  // reported as missing below, with its full name
+        if (it == a.tensors.end())
+            throw ConfigError(std::string(kAdapterWeights) + ": missing tensor '" +
+                              detail::lora_key_prefix<Arch>() + p.module + ".lora_A.weight'");
         if (it->second.rows() != p.rank)
             throw ShapeError(std::string(kAdapterWeights) + ": tensor '" + it->first + "' has " +
                              std::to_string(it->second.rows()) + " rows but " + file +
@@ -640,7 +664,7 @@ std::unique_ptr<Lora<Arch, float>> lora_method(const Adapter& a, const nn::Confi
                 throw ConfigError(std::string(kAdapterWeights) + ": missing tensor '" + key + "'");
             if (it->second.rows() != param.value().rows() ||
                 it->second.cols() != param.value().cols())
-                throw ShapeError::mismatch(kAdapterWeights, "tensor '" + key + "'",
+                throw ShapeError::mismatch(kAdapterWeights, "tensor '" + it->first + "'",
                                            param.value().rows(), param.value().cols(),
                                            it->second.rows(), it->second.cols());
             param.value() = it->second;

@@ -91,6 +91,15 @@ public:
         for (const auto& [p, r] : options.rank_pattern)
             positive(double(r), "rank_pattern '" + p + "'");
         for (const auto& [p, a] : options.alpha_pattern) positive(a, "alpha_pattern '" + p + "'");
+        auto unique_keys = [](const auto& patterns, const char* what) {
+            for (std::size_t i = 0; i < patterns.size(); ++i)
+                for (std::size_t j = 0; j < i; ++j)
+                    if (patterns[i].first == patterns[j].first)
+                        throw ConfigError(std::string("Lora: ") + what + " names '" +
+                                          patterns[i].first + "' twice");
+        };
+        unique_keys(options.rank_pattern, "rank_pattern");
+        unique_keys(options.alpha_pattern, "alpha_pattern");
         const bool gpt2 = Arch::kFusedQkv;  // the GPT-2 family: one c_attn for q, k and v
         const bool by_regex = !options.target_regex.empty();
         if (!by_regex && gpt2 && (options.key || options.value) && !options.query)

@@ -7,7 +7,8 @@
 // with them), anchors ^ and $, and the quantifiers * + ? {m} {m,} {m,n} (greedy or lazy: a whole
 // match does not depend on it). Anything else is a ConfigError naming the pattern and what was not
 // understood; so are matches that take more than a budget of steps (nested quantifiers can make
-// backtracking exponential), so a hostile config can neither crash nor hang a load.
+// backtracking exponential) or nest deeper than a bound (a long run of repetitions), so a hostile
+// config can neither crash nor hang a load.
 // A hand-written matcher rather than std::regex: libstdc++'s recursion grows with the input and
 // its headers warn under -Werror at -O2 with GCC 12.
 
@@ -39,7 +40,8 @@ public:
     /// Whether the whole of `text` matches (Python's re.fullmatch). `budget` is decremented by the
     /// steps taken; a match that would exhaust it throws ConfigError.
     bool full_match(const std::string& text, std::size_t& budget) const {
-        const Matcher m{text, budget, pattern_};
+        std::size_t depth = 0;
+        const Matcher m{text, budget, pattern_, depth};
         return m.one(root_, 0, [&](std::size_t end) { return end == text.size(); });
     }
     bool full_match(const std::string& text) const {
@@ -254,9 +256,12 @@ private:
     // whether the rest of the pattern matches from there.
     struct Matcher {
         using Next = std::function<bool(std::size_t)>;
+        // Each repetition nests a few frames; legitimate patterns on module names stay far below.
+        static constexpr std::size_t kMaxDepth = 2000;
         const std::string& text;
         std::size_t& budget;
         const std::string& pattern;
+        std::size_t& depth;
 
         void count() const {
             if (budget == 0)
@@ -265,6 +270,21 @@ private:
                                   "' (nested quantifiers?)");
             --budget;
         }
+
+        // Bounds the recursion, so that a pattern of many repetitions cannot exhaust the stack.
+        struct Deeper {
+            std::size_t& depth;
+            explicit Deeper(const Matcher& m) : depth(m.depth) {
+                if (++depth > kMaxDepth) {
+                    --depth;
+                    throw ConfigError("regular expression '" + m.pattern +
+                                      "': nests repetitions too deeply matching '" + m.text + "'");
+                }
+            }
+            ~Deeper() { --depth; }
+            Deeper(const Deeper&) = delete;
+            Deeper& operator=(const Deeper&) = delete;
+        };
 
         bool sequence(const std::vector<Node>& seq, std::size_t i, std::size_t pos,
                       const Next& next) const {
@@ -276,6 +296,7 @@ private:
         // Greedy: as many repetitions as match, then fewer.
         bool repeat(const Node& n, int done, std::size_t pos, const Next& next) const {
             count();
+            const Deeper guard(*this);
             if (n.max < 0 || done < n.max) {
                 const bool more = single(n, pos, [&](std::size_t p) {
                     if (p == pos && done >= n.min) return false;  // an empty repetition: stop

@@ -91,8 +91,13 @@ public:
                 break;
             }
         }
-        by_name_.emplace(name, entries_.size());
         entries_.push_back(std::move(entry));
+        try {
+            by_name_.emplace(name, entries_.size() - 1);
+        } catch (...) {
+            entries_.pop_back();
+            throw;
+        }
         return *entries_.back();
     }
 
@@ -111,7 +116,7 @@ public:
             loaded = load_adapter(dir, model_->config);
             return add(name.empty() ? folder_name(dir) : name, loaded);
         } catch (const Error& e) {
-            throw Error("adapter '" + dir + "': " + e.what());
+            rethrow_with_prefix(e, "adapter '" + dir + "': ");
         }
     }
 
@@ -153,6 +158,17 @@ public:
     }
 
 private:
+    // The same kind of error, its message prefixed.
+    [[noreturn]] static void rethrow_with_prefix(const Error& e, const std::string& prefix) {
+        const std::string what = prefix + e.what();
+        if (dynamic_cast<const ShapeError*>(&e)) throw ShapeError(what);
+        if (dynamic_cast<const FormatError*>(&e)) throw FormatError(what);
+        if (dynamic_cast<const IoError*>(&e)) throw IoError(what);
+        if (dynamic_cast<const ConfigError*>(&e)) throw ConfigError(what);
+        if (dynamic_cast<const NumericError*>(&e)) throw NumericError(what);
+        throw Error(what);
+    }
+
     const nn::Model<Arch, float>* model_;
     std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: batches point into them
     std::map<std::string, std::size_t> by_name_;
