@@ -437,6 +437,21 @@ def adapter_seeds():
         dict(base, peft_type="LORA", r=2, lora_alpha=4, lora_dropout=0.0, bias="none",
              fan_in_fan_out=False, target_modules=["q_proj", "v_proj"], init_lora_weights=True),
         lora))
+    # PEFT's patterns and a regular-expression target_modules: layer 1's q_proj at rank 3.
+    patterned = {}
+    for layer in range(LAYERS):
+        for proj, out in (("q_proj", D), ("v_proj", DKV)):
+            m = "base_model.model.model.layers.%d.self_attn.%s" % (layer, proj)
+            r = 3 if (layer, proj) == (1, "q_proj") else 2
+            patterned[m + ".lora_A.weight"] = ("F32", [r, D])
+            patterned[m + ".lora_B.weight"] = ("F32", [out, r])
+    put("adapter", "lora_patterns", adapter(
+        dict(base, peft_type="LORA", r=2, lora_alpha=4, lora_dropout=0.0, bias="none",
+             fan_in_fan_out=False, use_rslora=True,
+             target_modules=r"model\.layers\.\d+\.self_attn\.(q|v)_proj",
+             rank_pattern={"layers.1.self_attn.q_proj": 3}, alpha_pattern={"v_proj": 8},
+             init_lora_weights=True),
+        patterned))
 
 
 def training_state_seeds():
