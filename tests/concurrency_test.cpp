@@ -1,7 +1,7 @@
 // The thread-safety contract, checked (see the top of nn/model.hpp): one loaded model, its
-// tokenizer, adapters' prompt caches and a training set are shared read-only by several threads,
-// each with its own sequence state, sampler, tape, method and optimizer, and every thread gets
-// exactly, bit for bit, what the same work gives when run alone on one thread.
+// tokenizer, adapters' prompt caches and LoRA weights, and a training set are shared read-only by
+// several threads, each with its own sequence state, sampler, tape, method and optimizer, and
+// every thread gets exactly, bit for bit, what the same work gives when run alone on one thread.
 //
 // Built for ThreadSanitizer by the `tsan` preset (no OpenMP there: libgomp is not instrumented)
 // and run in the ordinary OpenMP builds too, where each user thread starts its own OpenMP teams.
@@ -60,7 +60,7 @@ fs::path model_path() { return test_data_dir() / "models" / "stories260K.bin"; }
 fs::path tokenizer_path() { return test_data_dir() / "tokenizers" / "tok512.bin"; }
 
 // Which adapter a request uses.
-enum class Use { kNone, kPrompt, kPrefix, kPTuning };
+enum class Use { kNone, kPrompt, kPrefix, kPTuning, kLora };
 
 // Everything the threads share, read-only: the model, the tokenizer, and each adapter both as its
 // source tensor (so a thread can rebuild the cache) and as the cache built once on this thread.
@@ -71,6 +71,7 @@ struct Shared {
     Mat<float> ptuning_embeddings;  // P-tuning: the prompt encoder's output [P, d]
     Mat<float> prefix;              // prefix tuning: [P, L*2*Dkv], folded from its MLP
     nn::PromptCache<float> prompt_cache, ptuning_cache, prefix_cache;
+    nn::LoraWeights<float> lora;  // LoRA on q and v, applied per row beside the shared weights
 
     const nn::PromptCache<float>* cache(Use use) const {
         switch (use) {
@@ -81,6 +82,7 @@ struct Shared {
             case Use::kPrefix:
                 return &prefix_cache;
             case Use::kNone:
+            case Use::kLora:
                 break;
         }
         return nullptr;
@@ -96,6 +98,7 @@ struct Shared {
             case Use::kPrefix:
                 return nn::cache_prefix(model.config, prefix);
             case Use::kNone:
+            case Use::kLora:
                 break;
         }
         return {};
@@ -114,7 +117,7 @@ std::unique_ptr<Shared> load_shared() {
     tok::SpmTokenizer tokenizer = tok::SpmTokenizer::from_llama2c(
         tokenizer_path().string(), std::int32_t(model.config.vocab_size));
     auto s = std::make_unique<Shared>(
-        Shared{std::move(model), std::move(tokenizer), {}, {}, {}, {}, {}, {}});
+        Shared{std::move(model), std::move(tokenizer), {}, {}, {}, {}, {}, {}, {}});
     const nn::Config& c = s->model.config;
     // Random adapters with fixed seeds: what matters is that each changes the model's output.
     Rng rng(20240601);
@@ -132,6 +135,10 @@ std::unique_ptr<Shared> load_shared() {
     s->prompt_cache = nn::cache_prompt(s->model, s->prompt_embeddings);
     s->ptuning_cache = nn::cache_prompt(s->model, s->ptuning_embeddings);
     s->prefix_cache = nn::cache_prefix(c, s->prefix);
+    peft::Lora<nn::Llama, float> lora(c, {.rank = 4, .alpha = 8}, rng);
+    for (auto& u : lora.updates())
+        u.b->value() = peft::init_normal<float>(u.b->value().rows(), u.b->value().cols(), 0.5, rng);
+    s->lora = lora.weights();
     return s;
 }
 
@@ -162,11 +169,12 @@ std::vector<Job> make_jobs() {
         {{{"Once upon a time", 0, Use::kPrefix, greedy, 32}}},
         {{{"The little dog", 0, Use::kPTuning, sampled(0.8, 11, 40), 32}}},
         {{{"Lily went to the park", 0, Use::kNone, sampled(1.0, 12, 0, 0.9), 32}}},
-        {{{"Tom had a red ball", 0, Use::kPrompt, sampled(0.9, 13), 32}}},
+        {{{"Tom had a red ball", 0, Use::kLora, sampled(0.9, 13), 32}}},
         {{{"One day, a girl named Sue saw a big tree in the garden.", kLongPrompt, Use::kPrefix,
            sampled(1.1, 14, 20), 32}}},
         {{{"The sun was hot", 0, Use::kPTuning, greedy, 32},
-          {"A cat sat on the mat", 0, Use::kNone, sampled(0.7, 15), 32}}},
+          {"A cat sat on the mat", 0, Use::kNone, sampled(0.7, 15), 32},
+          {"Once upon a time", 0, Use::kLora, greedy, 32}}},
     };
 }
 
@@ -194,6 +202,7 @@ Outcome run_job(const Shared& s, const Job& job) {
         nn::GenerationRequest<float> r;
         r.prompt = out.prompts.back();
         r.adapter = s.cache(row.use);
+        r.lora = row.use == Use::kLora ? &s.lora : nullptr;
         r.sampling = row.sampling;
         r.max_new_tokens = row.new_tokens;
         requests.push_back(std::move(r));
@@ -205,6 +214,7 @@ Outcome run_job(const Shared& s, const Job& job) {
     for (std::size_t r = 0; r < requests.size(); ++r) {
         nn::Sequence<float> seq;
         seq.prompt = requests[r].adapter;
+        seq.lora = requests[r].lora;
         nn::Sequence<float>* const one[] = {&seq};
         std::vector<std::int32_t> feed = requests[r].prompt;
         feed.insert(feed.end(), out.tokens[r].begin(), out.tokens[r].end() - 1);
@@ -297,6 +307,8 @@ TEST(Concurrency, SharedModelGeneratesAsSerial) {
     EXPECT_NE(want[0].tokens[0], want[1].tokens[0]) << "the soft prompt changes nothing";
     EXPECT_NE(want[0].tokens[0], want[2].tokens[0]) << "the prefix changes nothing";
     EXPECT_NE(want[1].tokens[0], want[2].tokens[0]);
+    ASSERT_EQ(want[7].prompts[2], want[0].prompts[0]);
+    EXPECT_NE(want[7].tokens[2], want[0].tokens[0]) << "the LoRA row changes nothing";
     for (const Job& job : jobs)
         for (const Row& row : job.rows) {
             ASSERT_GT(row.new_tokens, 0);
