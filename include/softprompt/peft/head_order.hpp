@@ -9,6 +9,7 @@
 //   half-split element h·hd + s·hd/2 + j  <->  interleaved element h·hd + 2j + s   (s = 0, 1)
 
 #include <type_traits>
+#include <vector>
 
 #include "softprompt/core/tensor.hpp"
 #include "softprompt/nn/config.hpp"
@@ -28,19 +29,28 @@ enum class HeadOrder {
     kFromFile,  // the file's half-split order -> the model's interleaved order
 };
 
-/// Reorder `heads` heads of width hd along the rows of m, starting at row `first` (LoRA's lora_B).
-template <class T>
-void reorder_head_rows(Mat<T>& m, Index first, Index heads, Index hd, HeadOrder order) {
-    const Mat<T> in = m.middleRows(first, heads * hd);
+/// For each element of `heads` heads of width hd in the order `order` produces, the element of
+/// the other order it comes from (the mapping at the top of this file).
+inline std::vector<Index> head_sources(Index heads, Index hd, HeadOrder order) {
+    std::vector<Index> source(std::size_t(heads * hd));
     for (Index h = 0; h < heads; ++h)
         for (Index s = 0; s < 2; ++s)
             for (Index j = 0; j < hd / 2; ++j) {
                 const Index file = h * hd + s * (hd / 2) + j, model = h * hd + 2 * j + s;
                 if (order == HeadOrder::kToFile)
-                    m.row(first + file) = in.row(model);
+                    source[std::size_t(file)] = model;
                 else
-                    m.row(first + model) = in.row(file);
+                    source[std::size_t(model)] = file;
             }
+    return source;
+}
+
+/// Reorder `heads` heads of width hd along the rows of m, starting at row `first` (LoRA's lora_B).
+template <class T>
+void reorder_head_rows(Mat<T>& m, Index first, Index heads, Index hd, HeadOrder order) {
+    const Mat<T> in = m.middleRows(first, heads * hd);
+    const std::vector<Index> source = head_sources(heads, hd, order);
+    for (std::size_t i = 0; i < source.size(); ++i) m.row(first + Index(i)) = in.row(source[i]);
 }
 
 /// Reorder `heads` heads of width hd along the columns of m, starting at column `first` (a
@@ -48,15 +58,8 @@ void reorder_head_rows(Mat<T>& m, Index first, Index heads, Index hd, HeadOrder 
 template <class T>
 void reorder_head_cols(Mat<T>& m, Index first, Index heads, Index hd, HeadOrder order) {
     const Mat<T> in = m.middleCols(first, heads * hd);
-    for (Index h = 0; h < heads; ++h)
-        for (Index s = 0; s < 2; ++s)
-            for (Index j = 0; j < hd / 2; ++j) {
-                const Index file = h * hd + s * (hd / 2) + j, model = h * hd + 2 * j + s;
-                if (order == HeadOrder::kToFile)
-                    m.col(first + file) = in.col(model);
-                else
-                    m.col(first + model) = in.col(file);
-            }
+    const std::vector<Index> source = head_sources(heads, hd, order);
+    for (std::size_t i = 0; i < source.size(); ++i) m.col(first + Index(i)) = in.col(source[i]);
 }
 
 /// A PEFT prefix [P, L·2·Dkv] with every layer's key columns reordered (values stay as they are).
