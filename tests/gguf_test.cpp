@@ -1222,6 +1222,10 @@ TEST(GgufLlama, ErrorsNameKeysTensorsAndShapes) {
     expect_format_error(load(set("llama.block_count", V::u32(3))),
                         {"missing tensor 'blk.2.attn_norm.weight', expected [1 x 32]"});
     expect_format_error(load(set("llama.block_count", V::u32(1))), {"unexpected tensor 'blk.1."});
+    // A count no file of this size can hold is refused before anything is sized by it.
+    expect_format_error(load(set("llama.block_count", V::u32(1'000'000'000))),
+                        {"metadata 'llama.block_count' is 1000000000 but the file holds only 21 "
+                         "tensors"});
     expect_format_error(load(set("llama.attention.head_count", V::u32(5))), {"inconsistent heads"});
     expect_format_error(load(set("llama.rope.dimension_count", V::u32(4))),
                         {"partial rotary embeddings are not supported"});

@@ -1268,6 +1268,14 @@ TEST(HfCheckpoint, BrokenFoldersNameWhatIsWrong) {
     EXPECT_TRUE(contains(e, "'model.embed_tokens.weight'") && contains(e, "[32, 16]") &&
                 contains(e, "[33 x 16]") && contains(e, ".safetensors"))
         << e;
+    // A layer count no checkpoint of this size can hold is refused before anything is sized by it.
+    config["vocab_size"] = g.config.vocab_size;
+    config["num_hidden_layers"] = 1'000'000'000;
+    write_bytes(dir / "config.json", config.dump());
+    e = error_of<ConfigError>([&] { load_hf<Llama>(d); });
+    EXPECT_TRUE(contains(e, "config.json: num_hidden_layers is 1000000000 but") &&
+                contains(e, "model.safetensors.index.json holds only"))
+        << e;
 }
 
 TEST(HfCheckpoint, UntiedGpt2HeadAndUnusedBuffersAreHandled) {

@@ -284,6 +284,15 @@ nn::Model<Arch, T> bind_gguf(const GgufFile& file, const nn::Config& c, const st
     auto fail = [&](std::uint64_t offset, const std::string& what) {
         return FormatError::at(path, offset, what);
     };
+    // Every layer has tensors of its own, so a block_count beyond the file's tensor count cannot
+    // bind; refusing it here keeps the per-layer tables from being sized by a forged count.
+    if (std::uint64_t(c.n_layers) > file.tensors().size()) {
+        const GgufValue* count = file.find(arch + ".block_count");
+        throw fail(count != nullptr ? count->offset() : 0,
+                   "metadata '" + arch + ".block_count' is " + std::to_string(c.n_layers) +
+                       " but the file holds only " + std::to_string(file.tensors().size()) +
+                       " tensors (each layer has several of its own)");
+    }
     auto storage = std::make_shared<GgufStorage<T>>();
     storage->mapping = file.mapping();
     std::unordered_set<std::string> used = also_read;

@@ -71,6 +71,7 @@ public:
     const std::string& source() const { return source_; }
     std::size_t file_count() const { return files_.size(); }
     bool contains(const std::string& name) const { return where_.count(name) != 0; }
+    std::size_t count() const { return where_.size(); }
     std::vector<std::string> names() const {
         std::vector<std::string> out;
         for (const auto& [name, file] : where_) out.push_back(name);
@@ -150,6 +151,14 @@ nn::Model<Arch, T> load_hf(const std::string& dir, const HfConfig& hf) {
                           std::string(family_name(hf.family)) + " model; it cannot load as " +
                           Arch::kName);
     const HfCheckpointTensors tensors(dir);
+    // Every layer has tensors of its own: a layer count beyond the checkpoint's tensor count
+    // cannot bind, and refusing it here keeps the per-layer tables from being sized by it.
+    if (std::size_t(hf.config.n_layers) > tensors.count())
+        throw ConfigError(config_path + ": " +
+                          (hf.family == HfFamily::kGpt2 ? "n_layer" : "num_hidden_layers") +
+                          " is " + std::to_string(hf.config.n_layers) + " but " + tensors.source() +
+                          " holds only " + std::to_string(tensors.count()) +
+                          " tensors (each layer has several of its own)");
     auto store = std::make_shared<TensorStore>();
     const nn::WeightLookup<T> get = [&](const std::string& name, Index rows, Index cols) {
         if constexpr (std::is_same_v<Arch, nn::Gpt2>) {
