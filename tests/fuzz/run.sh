@@ -4,12 +4,17 @@
 #
 #   sh tests/fuzz/run.sh [seconds per target, default 10] [build dir, default build/fuzz]
 #
+# The mutations follow libFuzzer's -seed=$SOFTPROMPT_FUZZ_SEED (default 1), so a CI run explores
+# the same inputs as a longer local run with the same seed, and a failure there can be replayed
+# here; SOFTPROMPT_FUZZ_SEED=0 lets libFuzzer pick a new seed each run, for exploration.
+#
 # From the repository root, after `cmake --preset fuzz && cmake --build --preset fuzz`. The targets
 # run one after the other, each on one core. A crashing input is kept as <scratch>/<target>-crash-*
 # and its path printed; add it to tests/fuzz_regression_test.cpp once fixed.
 set -u
 
 seconds=${1:-10}
+seed=${SOFTPROMPT_FUZZ_SEED:-1}
 build=${2:-build/fuzz}
 here=$(cd "$(dirname "$0")" && pwd)
 targets=$(ls "$build"/tests/fuzz/*_fuzz 2>/dev/null)
@@ -33,7 +38,7 @@ for bin in $targets; do
     max_len=65536
     case $name in gguf) max_len=131072 ;; esac
     log="$scratch/$name.log"
-    "$bin" -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=256 \
+    "$bin" -seed="$seed" -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=256 \
         -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$scratch/$name-" \
         "$scratch/$name" >"$log" 2>&1
     status=$?
@@ -56,5 +61,5 @@ if [ -n "$failed" ]; then
     exit 1
 fi
 rm -rf "$scratch"
-echo "run.sh: every target ran ${seconds}s without a crash"
+echo "run.sh: every target ran ${seconds}s (seed $seed) without a crash"
 echo "fuzz: $passed passed, $failures failed"
