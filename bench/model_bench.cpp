@@ -6,7 +6,8 @@
 // high-water mark, so run one benchmark per process to read it per workload:
 // --benchmark_filter=<name>; bench/compare/run.py does). The names are the ones bench/compare
 // pairs with its PyTorch workloads. BM_DecodePairedPromptOverhead measures the cached prompt's
-// cost per decoded token against no adapter within one process, token by token.
+// cost per decoded token against no adapter within one process, token by token, and
+// BM_DecodePairedThreads batch-1 decoding on one thread against all of them.
 // BM_ServeTenLoraAdapters compares, in one process, the peak memory and time of a batch served
 // with ten LoRA adapters (one per row) and with none.
 
@@ -14,10 +15,16 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <softprompt/softprompt.hpp>
 #include <string>
@@ -249,14 +256,15 @@ BENCHMARK_CAPTURE(BM_Decode, prefix, DecodeAdapter::kPrefix)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(3.0);
 
-// The cached soft prompt's cost per decoded token, measured paired: two requests decode side by
-// side in one process, one with no adapter and one with the cached prompt, each token of one timed
-// right after the same token of the other (A B A B), so that a slow stretch of a shared host hits
-// both. Counters: the median ms per token of each and their ratio (prompt / none); the target is
-// at most 1.03. Timed per token by hand; the benchmark's own time is that of both.
-void BM_DecodePairedPromptOverhead(benchmark::State& state) {
+// Two GPT-2-small requests decoding side by side in one process (prefill 128 tokens, untimed, then
+// 128 greedy tokens, again), each token of one timed right after the same token of the other
+// (A B A B, who goes first alternating), so that a slow stretch of a shared host hits both.
+// `prompts[i]` is request i's cached prompt (or null); `before(i)` runs, untimed, before each of
+// request i's tokens. Returns the median ms per token of each request.
+std::array<double, 2> paired_decode(benchmark::State& state,
+                                    const std::array<const nn::PromptCache<float>*, 2>& prompts,
+                                    const std::function<void(int)>& before) {
     const auto& m = gpt2_small();
-    const nn::PromptCache<float> cache = adapter_cache(m, DecodeAdapter::kCachedPrompt);
     Rng rng(7);
     std::vector<std::int32_t> ids(128);
     for (auto& id : ids) id = std::int32_t(rng.below(std::uint64_t(m.config.vocab_size)));
@@ -265,7 +273,7 @@ void BM_DecodePairedPromptOverhead(benchmark::State& state) {
         std::int32_t next = 0;
         std::vector<double> ms;
     };
-    Request requests[2];  // [0]: no adapter, [1]: the cached prompt
+    Request requests[2];
     const auto step = [&](Request& r, const std::vector<std::int32_t>& tokens) {
         nn::Sequence<float>* one[] = {&r.seq};
         const Mat<float> logits =
@@ -277,7 +285,8 @@ void BM_DecodePairedPromptOverhead(benchmark::State& state) {
     const auto start_requests = [&] {
         for (int i = 0; i < 2; ++i) {
             requests[i].seq = nn::Sequence<float>();
-            requests[i].seq.prompt = i == 1 ? &cache : nullptr;
+            requests[i].seq.prompt = prompts[std::size_t(i)];
+            before(i);
             step(requests[i], ids);
         }
     };
@@ -291,7 +300,8 @@ void BM_DecodePairedPromptOverhead(benchmark::State& state) {
             state.ResumeTiming();
         }
         for (int i = 0; i < 2; ++i) {
-            const int which = (decoded % 2 == 0) ? i : 1 - i;  // alternate who goes first
+            const int which = (decoded % 2 == 0) ? i : 1 - i;
+            before(which);
             const auto t0 = std::chrono::steady_clock::now();
             step(requests[which], {requests[which].next});
             requests[which].ms.push_back(
@@ -304,12 +314,43 @@ void BM_DecodePairedPromptOverhead(benchmark::State& state) {
         std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
         return v[v.size() / 2];
     };
-    const double none = median(requests[0].ms), prompt = median(requests[1].ms);
+    return {median(requests[0].ms), median(requests[1].ms)};
+}
+
+// The cached soft prompt's cost per decoded token, paired against no adapter. Counters: the
+// median ms per token of each and their ratio (prompt / none); the target is at most 1.03. Timed
+// per token by hand; the benchmark's own time is that of both.
+void BM_DecodePairedPromptOverhead(benchmark::State& state) {
+    const nn::PromptCache<float> cache = adapter_cache(gpt2_small(), DecodeAdapter::kCachedPrompt);
+    const auto [none, prompt] = paired_decode(state, {nullptr, &cache}, [](int) {});
     state.counters["none_ms"] = none;
     state.counters["prompt_ms"] = prompt;
     state.counters["ratio"] = prompt / none;
 }
 BENCHMARK(BM_DecodePairedPromptOverhead)->Unit(benchmark::kMillisecond)->MinTime(10.0);
+
+// Batch-1 decoding on one thread against all of OpenMP's threads (OMP_NUM_THREADS, or every
+// core), paired: the products of one row by a weight matrix split their columns across threads,
+// so that every core streams its share of the weights. Counters: the median ms per token of each
+// and their ratio (one thread / all: the speed-up). Without OpenMP both run on one thread.
+void BM_DecodePairedThreads(benchmark::State& state) {
+#if defined(_OPENMP)
+    const int all = omp_get_max_threads();
+    const auto threads_for = [all](int request) { omp_set_num_threads(request == 0 ? 1 : all); };
+#else
+    const int all = 1;
+    const auto threads_for = [](int) {};
+#endif
+    const auto [one, many] = paired_decode(state, {nullptr, nullptr}, threads_for);
+#if defined(_OPENMP)
+    omp_set_num_threads(all);
+#endif
+    state.counters["threads"] = all;
+    state.counters["one_thread_ms"] = one;
+    state.counters["all_threads_ms"] = many;
+    state.counters["speedup"] = one / many;
+}
+BENCHMARK(BM_DecodePairedThreads)->Unit(benchmark::kMillisecond)->MinTime(10.0);
 
 // Resets the resident-memory high-water mark to the current resident size (Linux: clear_refs 5).
 bool reset_peak_rss() {

@@ -1,10 +1,16 @@
 // The OpenBLAS path of kernels/gemm.hpp (SOFTPROMPT_USE_CBLAS): every operand form the ops pass —
 // owned matrices, strided weight views, transposes, row and column blocks, accumulation — against
-// a plain triple-loop product in long double. Skipped when the build found no OpenBLAS.
+// a plain triple-loop product in long double. Skipped when the build found no OpenBLAS. And the
+// one-row products that gemm splits across OpenMP threads, in the same forms, on 2 and 3 threads.
 
 #include <gtest/gtest.h>
 
 #include <random>
+#include <tuple>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include <softprompt/core/tensor.hpp>
 #include <softprompt/kernels/gemm.hpp>
 
@@ -91,6 +97,48 @@ TEST(Gemm, SmallProductsAndVectorsStayCorrect) {
     Mat<float> y(1, 300);
     kernels::gemm(y, row, frozen(w));
     EXPECT_LE(max_rel(y, reference_product<float>(row, w)), 1e-5);
+}
+
+// One-row products big enough to split (k·n ≥ 2^18) on 2 and 3 threads, with column counts that
+// give each thread a share, a last share of one column, and fewer columns than threads could take.
+TEST(Gemm, OneRowProductsSplitAcrossThreadsMatchTheReference) {
+#if !defined(_OPENMP)
+    GTEST_SKIP() << "built without OpenMP: one-row products run on one thread";
+#else
+    const int before = omp_get_max_threads();
+    for (const int threads : {2, 3}) {
+        omp_set_num_threads(threads);
+        for (const auto& [k, n] : {std::tuple<Index, Index>{300, 1001}, {8000, 37}, {20000, 17}}) {
+            SCOPED_TRACE("threads " + std::to_string(threads) + ", k " + std::to_string(k) +
+                         ", n " + std::to_string(n));
+            ASSERT_GE(k * n, kernels::detail::kSplitRowMinWeights);
+            const Mat<float> x = random_matrix<float>(1, k, 11);
+            const Mat<float> w_in_out = random_matrix<float>(k, n, 12);  // Conv1D layout
+            const Mat<float> w_out_in = random_matrix<float>(n, k, 13);  // Linear layout
+            const Mat<float> want = reference_product<float>(x, w_in_out);
+            const Mat<float> want_t = reference_product<float>(x, Mat<float>(w_out_in.transpose()));
+            Mat<float> y(1, n);
+            kernels::gemm(y, x, frozen(w_in_out));
+            EXPECT_LE(max_rel(y, want), 1e-5) << "x · view";
+            kernels::gemm_accumulate(y, x, frozen(w_in_out));
+            EXPECT_LE(max_rel(y, Mat<float>(2 * want)), 1e-5) << "accumulate";
+            kernels::gemm(y, x, frozen(w_out_in).transpose());
+            EXPECT_LE(max_rel(y, want_t), 1e-5) << "x · viewᵀ";
+            // Into a row of a wider matrix, from a row of another: nothing outside is written.
+            Mat<float> wide = Mat<float>::Constant(3, n + 5, 7.0f);
+            const Mat<float> rows = random_matrix<float>(2, k, 14);
+            kernels::gemm(wide.block(1, 2, 1, n), rows.row(1), frozen(w_in_out));
+            EXPECT_LE(max_rel(Mat<float>(wide.block(1, 2, 1, n)),
+                              reference_product<float>(Mat<float>(rows.row(1)), w_in_out)),
+                      1e-5)
+                << "a row block";
+            EXPECT_EQ(wide(1, 1), 7.0f) << "the product wrote outside its block";
+            EXPECT_EQ(wide(1, n + 2), 7.0f) << "the product wrote outside its block";
+            EXPECT_EQ(wide.row(0), Mat<float>::Constant(1, n + 5, 7.0f)) << "row above written";
+        }
+    }
+    omp_set_num_threads(before);
+#endif
 }
 
 }  // namespace

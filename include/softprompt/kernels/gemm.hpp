@@ -11,21 +11,64 @@
 // them.
 //   out: [m, n]   a: [m, k]   b: [k, n]
 //
+// A single row times a large matrix (batch-1 decoding) is bound by streaming the matrix from
+// memory, and Eigen runs it on one thread; with OpenMP it is split by output columns across the
+// threads, so that every core streams its share of the weights.
+//
 // Threads: products from several user threads may run at once; Eigen keeps no state between calls,
 // and OpenBLAS (0.3 and later) may be called from several threads. ThreadSanitizer does not see
 // inside OpenBLAS or OpenMP: the tsan preset builds without both.
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <type_traits>
 
 #if defined(SOFTPROMPT_USE_CBLAS)
 #include <cblas.h>
+#endif
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#endif
 
 namespace softprompt::kernels {
+
+namespace detail {
+
+/// Weights (k·n) from which a one-row product is split across threads: a 1 MB float matrix takes
+/// tens of microseconds to stream, well above the cost of waking a team.
+inline constexpr Eigen::Index kSplitRowMinWeights = Eigen::Index(1) << 18;
+
+/// out (+)= a·b for a one-row `a`, split by columns of b across the OpenMP threads: false (nothing
+/// done) when it is not such a product, is too small, or runs inside a parallel region already.
+///   out: [1, n]   a: [1, k]   b: [k, n]
+template <class Out, class A, class B>
+bool split_row_product([[maybe_unused]] Out& out, [[maybe_unused]] const A& a,
+                       [[maybe_unused]] const B& b, [[maybe_unused]] bool accumulate) {
+#if defined(_OPENMP)
+    const Eigen::Index n = out.cols(), k = a.cols();
+    if (out.rows() != 1 || n * k < kSplitRowMinWeights || omp_in_parallel()) return false;
+    const int threads = omp_get_max_threads();
+    if (threads < 2) return false;
+    // Column chunks in multiples of 16, so that each thread's share starts on a whole packet of
+    // the output and of b's rows.
+    const Eigen::Index chunk = ((n + threads - 1) / threads + 15) / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int t = 0; t < threads; ++t) {
+        const Eigen::Index first = Eigen::Index(t) * chunk;
+        if (first >= n) continue;
+        const Eigen::Index cols = std::min(chunk, n - first);
+        if (accumulate)
+            out.middleCols(first, cols).noalias() += a * b.middleCols(first, cols);
+        else
+            out.middleCols(first, cols).noalias() = a * b.middleCols(first, cols);
+    }
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace detail
 
 #if defined(SOFTPROMPT_USE_CBLAS)
 namespace detail {
@@ -88,6 +131,7 @@ void gemm(Out&& out, const A& a, const B& b) {
 #if defined(SOFTPROMPT_USE_CBLAS)
     if (detail::cblas_product(out, a, b, false)) return;
 #endif
+    if (detail::split_row_product(out, a, b, false)) return;
     out.noalias() = a * b;
 }
 
@@ -97,6 +141,7 @@ void gemm_accumulate(Out&& out, const A& a, const B& b) {
 #if defined(SOFTPROMPT_USE_CBLAS)
     if (detail::cblas_product(out, a, b, true)) return;
 #endif
+    if (detail::split_row_product(out, a, b, true)) return;
     out.noalias() += a * b;
 }
 
