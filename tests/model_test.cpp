@@ -55,7 +55,7 @@ enum class Case { kBase, kPrompt, kPrefix };
 
 template <class Arch, class T>
 void check_golden(const std::string& file, Case which, LogitsRequest request, double logit_tol,
-                  double grad_tol) {
+                  double grad_tol, Index checkpoint_every = 0) {
     const Golden<T> g(file);
     const Model<Arch, T> model = g.template model<Arch>();
     const char* name = which == Case::kBase ? "base" : which == Case::kPrompt ? "prompt" : "prefix";
@@ -69,7 +69,7 @@ void check_golden(const std::string& file, Case which, LogitsRequest request, do
         param.emplace("prefix", g.expected(name, "prefix"));
         soft = split_prefix(tape, g.config, tape.param(*param));
     }
-    ForwardOutput<T> out = forward(tape, model, g.batch, soft, request);
+    ForwardOutput<T> out = forward(tape, model, g.batch, soft, request, checkpoint_every);
     if (request == LogitsRequest::kLossOnly)
         EXPECT_FALSE(out.logits.defined()) << "the fused head keeps no logits";
     else
@@ -206,6 +206,80 @@ void check_zero_prompt_is_base_bit_for_bit(const std::string& file) {
     EXPECT_EQ(std::memcmp(base.data(), zero.data(), sizeof(float) * std::size_t(base.size())), 0);
     EXPECT_EQ(
         std::memcmp(base.data(), zero_prefix.data(), sizeof(float) * std::size_t(base.size())), 0);
+}
+
+// One training pass (loss and backward) of `method` on the golden batch, layers checkpointed in
+// runs of `every` (0: none): the loss, the parameters' gradients and the tape's counts.
+template <class Arch>
+struct CheckpointedPass {
+    double loss = 0;
+    std::vector<Mat<double>> grads;
+    autograd::TapeStats stats;
+};
+
+template <class Arch>
+CheckpointedPass<Arch> checkpointed_pass(const Model<Arch, double>& model, const TokenBatch& batch,
+                                         peft::Method<double>& method, Index every) {
+    for (Param<double>* p : method.parameters()) p->zero_grad();
+    Tape<double> tape;
+    const ForwardOutput<double> out =
+        forward(tape, model, batch, method.input(tape), LogitsRequest::kLossOnly, every);
+    CheckpointedPass<Arch> pass;
+    pass.loss = out.loss.item();
+    tape.backward(out.loss);
+    for (Param<double>* p : method.parameters()) pass.grads.push_back(p->grad());
+    pass.stats = tape.stats();
+    return pass;
+}
+
+// Activation checkpointing in runs of 1, 2 and 3 layers (3: more than the goldens' 2 layers, one
+// run): the PyTorch goldens' loss and prompt/prefix gradients, and for prompt, prefix and LoRA
+// tuning (LoRA's factors reach the layers by capture, not as inputs of the runs) the loss and
+// gradients of the pass without checkpointing; backward runs each run's forward products again.
+template <class Arch>
+void check_checkpointing(const std::string& file) {
+    SCOPED_TRACE(file);
+    for (const Index every : {1, 2, 3})
+        for (const Case c : {Case::kPrompt, Case::kPrefix})
+            check_golden<Arch, double>(file, c, LogitsRequest::kLossOnly, 1e-9, 1e-9, every);
+
+    const Golden<double> g(file);
+    const Model<Arch, double> model = g.template model<Arch>();
+    Rng rng(3);
+    peft::PromptTuning<double> prompt(g.config,
+                                      peft::init_normal<double>(3, g.config.dim, 0.5, rng));
+    peft::PrefixTuning<double> prefix(g.config, peft::PrefixTuningOptions{.num_virtual_tokens = 2},
+                                      rng);
+    peft::Lora<Arch, double> lora(g.config, peft::LoraOptions{.rank = 2, .output = true}, rng);
+    // PEFT starts B at zero, which would leave A without a gradient to compare.
+    for (Param<double>* p : lora.parameters()) p->value().setRandom();
+    for (peft::Method<double>* method :
+         std::vector<peft::Method<double>*>{&prompt, &prefix, &lora}) {
+        const CheckpointedPass<Arch> plain = checkpointed_pass(model, g.batch, *method, 0);
+        for (const Index every : {1, 2, 3}) {
+            SCOPED_TRACE(std::string(peft::method_name(method->kind())) + ", runs of " +
+                         std::to_string(every));
+            const CheckpointedPass<Arch> pass = checkpointed_pass(model, g.batch, *method, every);
+            EXPECT_EQ(pass.loss, plain.loss);
+            ASSERT_EQ(pass.grads.size(), plain.grads.size());
+            for (std::size_t i = 0; i < plain.grads.size(); ++i) {
+                ASSERT_GT(plain.grads[i].cwiseAbs().maxCoeff(), 0.0) << "parameter " << i;
+                EXPECT_LE(max_rel(pass.grads[i], plain.grads[i]), 1e-12) << "parameter " << i;
+            }
+            EXPECT_GT(pass.stats.forward_products, plain.stats.forward_products)
+                << "backward did not recompute the layers";
+            EXPECT_EQ(pass.stats.input_grad_products, plain.stats.input_grad_products);
+        }
+    }
+    Tape<double> tape;
+    EXPECT_THROW(
+        (void)forward(tape, model, g.batch, prompt.input(tape), LogitsRequest::kLossOnly, -1),
+        ConfigError);
+}
+
+TEST(Checkpointing, SameLossAndGradientsAsKeepingEveryActivation) {
+    check_checkpointing<Gpt2>("golden_gpt2.json");
+    check_checkpointing<Llama>("golden_llama_gqa.json");
 }
 
 TEST(SoftPrompt, ZeroLengthPromptIsTheBaseModelBitForBit) {

@@ -5,7 +5,7 @@
 //       [--text-field text | --input-field text --target-field label]
 //       [--input-suffix " Answer:"] [--target-prefix " "] [--label "1=spam" --label "0=ham"]
 //       [--virtual-tokens 20] [--steps N | --epochs N] [--lr 0.03] [--batch-size 8] [--eval FILE]
-//       [--seed 0] [--resume]
+//       [--seed 0] [--checkpoint-every K] [--resume]
 //
 // MODEL is whatever io::open_model reads (a Hugging Face model folder of any supported family, a
 // GGUF file, a llama2.c checkpoint); TOKENIZER is a tokenizer.json, tokenizer.model, .gguf,
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     DataOptions data_options;
     std::vector<std::string> label_args;
     Index virtual_tokens = 20, lora_rank = 8;
-    std::int64_t steps = 0, epochs = 3;
+    std::int64_t steps = 0, epochs = 3, checkpoint_every = 0;
     double lr = 0.03;
     std::size_t batch_size = 8, max_tokens = 256;
     std::uint64_t seed = 0;
@@ -131,6 +131,11 @@ int main(int argc, char** argv) {
     app.add_option("--batch-size", batch_size, "examples per batch")->capture_default_str();
     app.add_option("--max-tokens", max_tokens, "longest example, in tokens")->capture_default_str();
     app.add_option("--seed", seed, "seed for initialisation and data order")->capture_default_str();
+    app.add_option("--checkpoint-every", checkpoint_every,
+                   "recompute the layers in runs of K in backward instead of keeping their "
+                   "activations (0: keep them)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     app.add_flag("--resume", resume, "continue from OUT/training_state.safetensors");
     CLI11_PARSE(app, argc, argv);
 
@@ -200,6 +205,7 @@ int main(int argc, char** argv) {
                 options.batch_size = batch_size;
                 options.seed = seed;
                 options.max_grad_norm = 1.0;
+                options.checkpoint_every = checkpoint_every;
                 options.metrics_csv = (std::filesystem::path(out_dir) / "metrics.csv").string();
                 std::filesystem::create_directories(out_dir);
                 train::Trainer<Arch, float> probe(model, *method, optimizer, options);

@@ -5,6 +5,7 @@
 // PromptCache and a Dataset; keep per thread a Tape, Sequence, Sampler, Method, Optimizer and
 // Trainer. The library has no global mutable state.
 
+#include "softprompt/autograd/checkpoint.hpp"
 #include "softprompt/autograd/gradcheck.hpp"
 #include "softprompt/autograd/nn_ops.hpp"
 #include "softprompt/autograd/ops.hpp"

@@ -159,6 +159,14 @@ struct TapeStats {
     std::size_t input_grad_products = 0;   // backward products forming d(left operand)
     std::size_t weight_grad_products = 0;  // backward products forming d(right operand) = d(weight)
     std::size_t grad_bytes = 0;            // gradient buffers allocated by backward calls so far
+
+    TapeStats& operator+=(const TapeStats& other) {
+        forward_products += other.forward_products;
+        input_grad_products += other.input_grad_products;
+        weight_grad_products += other.weight_grad_products;
+        grad_bytes += other.grad_bytes;
+        return *this;
+    }
 };
 
 template <class T>
@@ -234,16 +242,23 @@ public:
                 "(use tape.param(p) for each Param the forward pass should train; " +
                 std::to_string(params_used_) + " trainable Param(s) were used on this tape)");
         loss.node()->grad = Mat<T>::Ones(1, 1);
-        for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
-            detail::Node<T>& node = **it;
-            if (node.grad.size() != 0 && node.backward) node.backward(node.grad);
-            node.backward = nullptr;  // releases the caches and input nodes it captured
-            // Every gradient buffer lives on a recorded node (only they require gradients), so
-            // counting here, as each is freed, counts them all.
-            stats_.grad_bytes += std::size_t(node.grad.size()) * sizeof(T);
-            node.grad.resize(0, 0);
+        propagate();
+    }
+
+    /// Backward from a value of any shape given its gradient `grad_out` (same shape), for an op
+    /// that runs a tape of its own inside (checkpoint). When `out` depends on nothing trainable
+    /// there is nothing to propagate: the tape is only cleared.
+    void backward(const Var<T>& out, const Mat<T>& grad_out) {
+        if (!out.defined()) throw ConfigError("Tape::backward: the output is an empty Var");
+        if (grad_out.rows() != out.rows() || grad_out.cols() != out.cols())
+            throw ShapeError::mismatch("Tape::backward", "grad_out", out.rows(), out.cols(),
+                                       grad_out.rows(), grad_out.cols());
+        if (!out.requires_grad()) {
+            clear();
+            return;
         }
-        clear();
+        out.node()->grad = grad_out;
+        propagate();
     }
 
     /// Drop every recorded node without running backward (e.g. after an evaluation pass).
@@ -259,6 +274,19 @@ public:
     const TapeStats& stats() const { return stats_; }
 
 private:
+    void propagate() {
+        for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+            detail::Node<T>& node = **it;
+            if (node.grad.size() != 0 && node.backward) node.backward(node.grad);
+            node.backward = nullptr;  // releases the caches and input nodes it captured
+            // Every gradient buffer lives on a recorded node (only they require gradients), so
+            // counting here, as each is freed, counts them all.
+            stats_.grad_bytes += std::size_t(node.grad.size()) * sizeof(T);
+            node.grad.resize(0, 0);
+        }
+        clear();
+    }
+
     std::vector<std::shared_ptr<detail::Node<T>>> nodes_;
     std::size_t params_used_ = 0;
     TapeStats stats_;

@@ -10,11 +10,13 @@
 // keys/values are used as they are (no RoPE). Logits are never formed for virtual positions or
 // padding, and without a request for logits only the labelled rows reach the LM head.
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "softprompt/autograd/checkpoint.hpp"
 #include "softprompt/autograd/nn_ops.hpp"
 #include "softprompt/autograd/ops.hpp"
 #include "softprompt/nn/model.hpp"
@@ -155,12 +157,51 @@ AdapterInput<T> virtual_token_kv(autograd::Tape<T>& tape, const Model<Arch, T>& 
     return out;
 }
 
+namespace detail {
+
+/// Layers first..first+count-1 of a forward pass, as a function of their input x [B*S, d] alone:
+/// it owns what the layers read besides the model (positions, lengths, the runs' prefix keys and
+/// values and LoRA updates), so that a checkpoint can run it again in backward.
+template <class Arch, class T>
+struct LayerRun {
+    const Model<Arch, T>* model = nullptr;
+    Index first = 0, count = 0;
+    std::vector<std::int32_t> positions{}, lengths{};
+    autograd::AttentionSpec spec{};
+    std::vector<autograd::Var<T>> keys{}, values{};  // per layer of the run; empty without a prefix
+    std::vector<LayerLora<T>> lora{};                // per layer of the run; empty without LoRA
+
+    autograd::Var<T> operator()(autograd::Tape<T>& tape,
+                                const std::vector<autograd::Var<T>>& in) const {
+        const Config& c = model->config;
+        autograd::Var<T> x = in.front();
+        for (Index i = 0; i < count; ++i) {
+            const auto& layer = model->weights.layers[std::size_t(first + i)];
+            const LayerLora<T>* delta = lora.empty() ? nullptr : &lora[std::size_t(i)];
+            AttentionInputs<T> qkv = Arch::attention_inputs(tape, c, layer, x, positions, delta);
+            const autograd::Var<T> a =
+                keys.empty() ? autograd::attention(tape, qkv.q, qkv.k, qkv.v, spec, lengths)
+                             : autograd::attention(tape, qkv.q, qkv.k, qkv.v, spec, lengths,
+                                                   keys[std::size_t(i)], values[std::size_t(i)]);
+            x = Arch::finish_layer(tape, c, layer, x, a, delta);
+        }
+        return x;
+    }
+};
+
+}  // namespace detail
+
 /// Forward a batch through the frozen model with an optional soft prompt. The loss is the mean
 /// cross-entropy over slots whose target is not negative.
+///
+/// `checkpoint_every` > 0 checkpoints the layers in runs of that many (autograd/checkpoint.hpp):
+/// backward recomputes each run's forward pass instead of keeping its activations, with the same
+/// loss and gradients. 0 keeps every activation backward reads.
 template <class Arch, class T>
 ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
                          const TokenBatch& batch, const AdapterInput<T>& soft = {},
-                         LogitsRequest request = LogitsRequest::kLabelledOnly) {
+                         LogitsRequest request = LogitsRequest::kLabelledOnly,
+                         Index checkpoint_every = 0) {
     using namespace autograd;
     const Config& c = model.config;
     batch.validate(c);
@@ -186,6 +227,9 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
                          std::to_string(c.max_seq_len));
 
     c.check_positions("forward", P + batch.seq);
+    if (checkpoint_every < 0)
+        throw ConfigError("forward: checkpoint_every is " + std::to_string(checkpoint_every) +
+                          "; give 0 (no checkpointing) or a number of layers per run");
 
     // Zero virtual tokens is the base model exactly: the same ops on the same values.
     const AdapterInput<T> prefix = soft.prompt.defined() && P > 0
@@ -202,14 +246,23 @@ ForwardOutput<T> forward(autograd::Tape<T>& tape, const Model<Arch, T>& model,
     for (Index b = 0; b < batch.batch; ++b) lengths[std::size_t(b)] = std::int32_t(batch.length(b));
 
     Var<T> x = Arch::embed(tape, c, model.weights, batch.ids, positions);
-    for (Index l = 0; l < c.n_layers; ++l) {
-        const auto& layer = model.weights.layers[std::size_t(l)];
-        AttentionInputs<T> in =
-            Arch::attention_inputs(tape, c, layer, x, positions, soft.lora_of(l));
-        Var<T> a = P == 0 ? attention(tape, in.q, in.k, in.v, spec, lengths)
-                          : attention(tape, in.q, in.k, in.v, spec, lengths,
-                                      prefix.keys[std::size_t(l)], prefix.values[std::size_t(l)]);
-        x = Arch::finish_layer(tape, c, layer, x, a, soft.lora_of(l));
+    // The layers in runs of `checkpoint_every` (all of them in one run without checkpointing).
+    const Index run_length = checkpoint_every > 0 ? checkpoint_every : c.n_layers;
+    for (Index first = 0; first < c.n_layers; first += run_length) {
+        detail::LayerRun<Arch, T> run{.model = &model,
+                                      .first = first,
+                                      .count = std::min(run_length, c.n_layers - first),
+                                      .positions = positions,
+                                      .lengths = lengths,
+                                      .spec = spec};
+        for (Index l = first; l < first + run.count; ++l) {
+            if (P > 0) {
+                run.keys.push_back(prefix.keys[std::size_t(l)]);
+                run.values.push_back(prefix.values[std::size_t(l)]);
+            }
+            if (!soft.lora.empty()) run.lora.push_back(soft.lora[std::size_t(l)]);
+        }
+        x = checkpoint_every > 0 ? checkpoint(tape, {x}, std::move(run)) : run(tape, {x});
     }
 
     // Only the rows whose logits are needed reach the final norm and the LM head.

@@ -49,6 +49,10 @@ struct TrainerOptions {
     std::int32_t pad_id = 0;
     std::string metrics_csv;  // empty: none
     ProgressMode progress = ProgressMode::kAuto;
+    // > 0: activation checkpointing, the layers in runs of this many; backward recomputes each
+    // run's forward pass instead of keeping its activations (less memory, one more forward pass
+    // of the layers per step, the same gradients). 0: keep them.
+    std::int64_t checkpoint_every = 0;
 };
 
 struct TrainReport {
@@ -73,6 +77,8 @@ public:
         if (options_.epochs <= 0 && options_.max_steps <= 0)
             throw ConfigError("Trainer: give epochs > 0 or max_steps > 0");
         if (options_.max_grad_norm < 0) throw ConfigError("Trainer: max_grad_norm must be >= 0");
+        if (options_.checkpoint_every < 0)
+            throw ConfigError("Trainer: checkpoint_every must be >= 0 (0: no checkpointing)");
         if (method_.parameters().empty())
             throw ConfigError("nothing to train: the method has no parameters");
     }
@@ -116,8 +122,9 @@ public:
                 const nn::TokenBatch batch =
                     train.batch(batches[std::size_t(next_batch_)], options_.pad_id);
                 autograd::Tape<T> tape;
-                const nn::ForwardOutput<T> out = nn::forward(
-                    tape, model_, batch, method_.input(tape), nn::LogitsRequest::kLossOnly);
+                const nn::ForwardOutput<T> out =
+                    nn::forward(tape, model_, batch, method_.input(tape),
+                                nn::LogitsRequest::kLossOnly, Index(options_.checkpoint_every));
                 const double loss = double(out.loss.item());
                 if (!std::isfinite(loss)) {
                     restore(last_good);
