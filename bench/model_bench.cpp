@@ -8,10 +8,14 @@
 // pairs with its PyTorch workloads. BM_DecodePairedPromptOverhead measures the cached prompt's
 // cost per decoded token against no adapter within one process, token by token, and
 // BM_DecodePairedThreads batch-1 decoding on one thread against all of them.
+// BM_DecodeAgainstBandwidthFloor reports batch-1 decoding as a ratio to the floor that a STREAM
+// triad measured in the same run implies; BM_BatchedDecode32 the throughput of 32 requests against
+// one. BM_CheckpointedTrainStep measures activation checkpointing's memory and time on a 4 × 512 batch.
 // BM_ServeTenLoraAdapters compares, in one process, the peak memory and time of a batch served
 // with ten LoRA adapters (one per row) and with none.
 
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -28,46 +32,16 @@
 #include <memory>
 #include <softprompt/softprompt.hpp>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include "random_gpt2.hpp"
 
 namespace {
 
 using namespace softprompt;
-
-// A GPT-2-family model with uniform(±0.02) weights and unit norm gains, owning its tensors.
-struct RandomGpt2 {
-    nn::Config config;
-    std::vector<Mat<float>> tensors;
-    nn::Model<nn::Gpt2, float> model;
-
-    explicit RandomGpt2(const nn::Config& shape) : config(shape) {
-        Rng rng(1);
-        tensors.reserve(256);  // the weights view these matrices: they must never move
-        model.config = config;
-        model.weights =
-            nn::Gpt2::bind_hf<float>(config, [&](const std::string&, Index rows, Index cols) {
-                Mat<float> m(rows, cols);
-                const bool gain = rows == 1 && cols == config.dim;
-                for (Index i = 0; i < m.size(); ++i)
-                    m.data()[i] = gain ? 1.0f : float(rng.uniform(-0.02, 0.02));
-                tensors.push_back(std::move(m));
-                return Weight<float>{tensors.back().data(), rows, cols};
-            });
-    }
-};
-
-nn::Config gpt2_shape(Index dim, Index layers, Index heads, Index vocab) {
-    nn::Config c;
-    c.dim = dim;
-    c.hidden_dim = 4 * dim;
-    c.n_layers = layers;
-    c.n_heads = heads;
-    c.n_kv_heads = heads;
-    c.vocab_size = vocab;
-    c.max_seq_len = 1024;
-    c.norm_eps = 1e-5;
-    return c;
-}
+using softprompt::bench::gpt2_shape;
+using softprompt::bench::RandomGpt2;
 
 const RandomGpt2& gpt2_small() {
     static const RandomGpt2 model(gpt2_shape(768, 12, 12, 50257));
@@ -352,6 +326,151 @@ void BM_DecodePairedThreads(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodePairedThreads)->Unit(benchmark::kMillisecond)->MinTime(10.0);
 
+// STREAM's triad a = b + s·c over three arrays of 64 Mi floats (768 MB, far beyond any cache), on
+// every OpenMP thread: bytes moved per pass are 3 × 256 MB (two read, one written; the
+// write-allocate read not counted, as STREAM counts). Returns the median GB/s of `passes` passes.
+double triad_gb_per_s(int passes) {
+    constexpr std::size_t n = std::size_t(64) << 20;
+    static std::vector<float> a(n, 0.0f), b(n, 1.0f), c(n, 2.0f);
+    const auto triad = [] {
+        const std::ptrdiff_t count = std::ptrdiff_t(n);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static)
+#endif
+        for (std::ptrdiff_t i = 0; i < count; ++i)
+            a[std::size_t(i)] = b[std::size_t(i)] + 0.5f * c[std::size_t(i)];
+    };
+    triad();  // pages touched by the same threads that time them
+    std::vector<double> gbps;
+    for (int p = 0; p < passes; ++p) {
+        const auto t0 = std::chrono::steady_clock::now();
+        triad();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        gbps.push_back(3.0 * double(n) * sizeof(float) / s / 1e9);
+    }
+    benchmark::DoNotOptimize(a.data());
+    std::nth_element(gbps.begin(), gbps.begin() + std::ptrdiff_t(gbps.size() / 2), gbps.end());
+    return gbps[gbps.size() / 2];
+}
+
+// Batch-1 decoding against the floor that the machine's memory bandwidth sets: every token reads
+// each weight once (the LM head's tied embedding included), so at B GB/s a token cannot take less
+// than weight bytes / B. Rounds alternate a triad measurement (median of 5 passes) with 32 decoded
+// tokens, so a slow stretch of a shared host hits both. Counters: the weights' MB, the median triad
+// GB/s, the median ms per token, the floor in ms and the ratio ms / floor (target: at most 1.3).
+void BM_DecodeAgainstBandwidthFloor(benchmark::State& state) {
+    const auto& m = gpt2_small();
+    double weight_bytes = 0;
+    for (const Mat<float>& t : m.tensors) weight_bytes += double(t.size()) * sizeof(float);
+    // The position table is read one row per token, not whole.
+    weight_bytes -= double(m.config.max_seq_len * m.config.dim) * sizeof(float);
+    Rng rng(7);
+    std::vector<std::int32_t> ids(128);
+    for (auto& id : ids) id = std::int32_t(rng.below(std::uint64_t(m.config.vocab_size)));
+    std::vector<double> gbps, ms;
+    for (auto _ : state) {
+        gbps.push_back(triad_gb_per_s(5));
+        nn::Sequence<float> seq;
+        nn::Sequence<float>* one[] = {&seq};
+        Mat<float> logits = nn::advance(m.model, std::span<nn::Sequence<float>* const>(one), {ids});
+        for (int t = 0; t < 32; ++t) {
+            Index best = 0;
+            logits.row(0).maxCoeff(&best);
+            const auto t0 = std::chrono::steady_clock::now();
+            logits = nn::advance(m.model, std::span<nn::Sequence<float>* const>(one),
+                                 {{std::int32_t(best)}});
+            ms.push_back(
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                    .count());
+        }
+    }
+    const auto median = [](std::vector<double> v) {
+        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
+        return v[v.size() / 2];
+    };
+    const double bandwidth = median(gbps), token_ms = median(ms);
+    const double floor_ms = weight_bytes / (bandwidth * 1e9) * 1e3;
+    state.counters["weights_MB"] = weight_bytes / 1e6;
+    state.counters["triad_GBps"] = bandwidth;
+    state.counters["token_ms"] = token_ms;
+    state.counters["floor_ms"] = floor_ms;
+    state.counters["ratio_to_floor"] = token_ms / floor_ms;
+}
+BENCHMARK(BM_DecodeAgainstBandwidthFloor)->Unit(benchmark::kMillisecond)->Iterations(5);
+
+// Batched decoding: 32 requests (each a 32-token prompt) stepping one token each per pass over the
+// weights, against one request alone, alternating a step of each (A B A B). Counters: the median
+// ms of a step of each, the tokens per second of each and their ratio (target: at least 8).
+void BM_BatchedDecode32(benchmark::State& state) {
+    const auto& m = gpt2_small();
+    constexpr std::size_t kBatch = 32;
+    Rng rng(8);
+    std::vector<std::vector<std::int32_t>> prompts(kBatch, std::vector<std::int32_t>(32));
+    for (auto& p : prompts)
+        for (auto& id : p) id = std::int32_t(rng.below(std::uint64_t(m.config.vocab_size)));
+    std::vector<nn::Sequence<float>> many(kBatch);
+    std::vector<nn::Sequence<float>*> many_ptrs;
+    for (auto& s : many) many_ptrs.push_back(&s);
+    nn::Sequence<float> alone;
+    nn::Sequence<float>* alone_ptr[] = {&alone};
+    const auto greedy = [](const Mat<float>& logits) {
+        std::vector<std::vector<std::int32_t>> next(std::size_t(logits.rows()));
+        for (Index r = 0; r < logits.rows(); ++r) {
+            Index best = 0;
+            logits.row(r).maxCoeff(&best);
+            next[std::size_t(r)] = {std::int32_t(best)};
+        }
+        return next;
+    };
+    const auto start = [&] {
+        for (auto& s : many) s = nn::Sequence<float>();
+        alone = nn::Sequence<float>();
+        const auto next_many =
+            greedy(nn::advance(m.model, std::span<nn::Sequence<float>* const>(many_ptrs), prompts));
+        const auto next_alone = greedy(
+            nn::advance(m.model, std::span<nn::Sequence<float>* const>(alone_ptr), {prompts[0]}));
+        return std::make_pair(next_many, next_alone);
+    };
+    auto [next_many, next_alone] = start();
+    std::vector<double> ms_alone, ms_many;
+    Index steps = 0;
+    for (auto _ : state) {
+        if (steps == 64) {  // keep the caches short: every step decodes at a similar length
+            state.PauseTiming();
+            std::tie(next_many, next_alone) = start();
+            steps = 0;
+            state.ResumeTiming();
+        }
+        for (int k = 0; k < 2; ++k) {
+            const bool batched = (steps % 2 == 0) == (k == 0);
+            const auto t0 = std::chrono::steady_clock::now();
+            if (batched)
+                next_many = greedy(nn::advance(
+                    m.model, std::span<nn::Sequence<float>* const>(many_ptrs), next_many));
+            else
+                next_alone = greedy(nn::advance(
+                    m.model, std::span<nn::Sequence<float>* const>(alone_ptr), next_alone));
+            (batched ? ms_many : ms_alone)
+                .push_back(
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                        .count());
+        }
+        ++steps;
+    }
+    const auto median = [](std::vector<double> v) {
+        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
+        return v[v.size() / 2];
+    };
+    const double one_ms = median(ms_alone), batch_ms = median(ms_many);
+    state.counters["batch1_step_ms"] = one_ms;
+    state.counters["batch32_step_ms"] = batch_ms;
+    state.counters["batch1_tok_per_s"] = 1e3 / one_ms;
+    state.counters["batch32_tok_per_s"] = 1e3 * double(kBatch) / batch_ms;
+    state.counters["throughput_ratio"] = (double(kBatch) / batch_ms) / (1.0 / one_ms);
+}
+BENCHMARK(BM_BatchedDecode32)->Unit(benchmark::kMillisecond)->MinTime(10.0);
+
 // Resets the resident-memory high-water mark to the current resident size (Linux: clear_refs 5).
 bool reset_peak_rss() {
     std::ofstream out("/proc/self/clear_refs");
@@ -367,6 +486,75 @@ double peak_rss_since_reset_mb() {
         if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
     return peak_rss_mb();
 }
+
+// The resident size now, in MB.
+double rss_now_mb() {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    return 0;
+}
+
+// Activation checkpointing on a long batch: one AdamW step of `workload` on GPT-2 small, batch
+// 4 × 512 real tokens, 20 virtual tokens, with the layers checkpointed one by one
+// (TrainerOptions::checkpoint_every = 1) against keeping every activation, alternating which goes
+// first (A B A B). A step's activation memory is its peak resident size less the resident size
+// before it (freed memory handed back to the system first, so that neither inherits the other's
+// pages). Counters: the median ms and activation MB of each, and their ratios checkpointed / plain
+// (targets: time at most 1.35, memory at most 1/3).
+void BM_CheckpointedTrainStep(benchmark::State& state, Workload workload) {
+    const auto& m = gpt2_small();
+    const nn::TokenBatch batch = training_batch(m.config, 4, 512);
+    const auto method = make_method(workload, m.config, 20);
+    optim::AdamW<float> adamw(method->parameters(), {.lr = 1e-3, .weight_decay = 0});
+    struct Measured {
+        std::vector<double> ms, activation_mb;
+    };
+    Measured measured[2];  // [0]: every activation kept, [1]: layers checkpointed one by one
+    const auto step = [&](int which) {
+        malloc_trim(0);
+        const double before = rss_now_mb();
+        reset_peak_rss();
+        const auto t0 = std::chrono::steady_clock::now();
+        {
+            autograd::Tape<float> tape;
+            auto out = nn::forward(tape, m.model, batch, method->input(tape),
+                                   nn::LogitsRequest::kLossOnly, Index(which));
+            tape.backward(out.loss);
+            adamw.step();
+            adamw.zero_grad();
+        }
+        measured[which].ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
+        measured[which].activation_mb.push_back(peak_rss_since_reset_mb() - before);
+    };
+    bool plain_first = true;
+    for (auto _ : state) {
+        step(plain_first ? 0 : 1);
+        step(plain_first ? 1 : 0);
+        plain_first = !plain_first;
+    }
+    const auto median = [](std::vector<double> v) {
+        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
+        return v[v.size() / 2];
+    };
+    const double plain_ms = median(measured[0].ms), ckpt_ms = median(measured[1].ms);
+    const double plain_mb = median(measured[0].activation_mb);
+    const double ckpt_mb = median(measured[1].activation_mb);
+    state.counters["plain_ms"] = plain_ms;
+    state.counters["ckpt_ms"] = ckpt_ms;
+    state.counters["time_ratio"] = ckpt_ms / plain_ms;
+    state.counters["plain_act_MB"] = plain_mb;
+    state.counters["ckpt_act_MB"] = ckpt_mb;
+    state.counters["mem_ratio"] = ckpt_mb / plain_mb;
+}
+BENCHMARK_CAPTURE(BM_CheckpointedTrainStep, prompt_tuning, Workload::kPromptTuning)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK_CAPTURE(BM_CheckpointedTrainStep, prefix_tuning, Workload::kPrefixTuning)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 // Ten LoRA adapters served on one GPT-2-small model, a different one on each row of a 10-row batch,
 // against the same batch with no adapter (prompts of 32 tokens, 8 greedy new tokens per row). The

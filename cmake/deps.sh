@@ -4,13 +4,15 @@
 # network. Runs apt-get through sudo when not root.
 #   sh cmake/deps.sh        what the dev, release and tsan presets need
 #   sh cmake/deps.sh fuzz   and clang with its libFuzzer runtime, for the fuzz preset
+#   sh cmake/deps.sh mpi    and Open MPI, for data-parallel training (dist/) and its tests
 set -eu
 
 packages="g++ cmake ccache libeigen3-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libopenblas-dev"
 for extra in "$@"; do
     case "$extra" in
         fuzz) packages="$packages clang libclang-rt-dev" ;;
-        *) echo "deps.sh: unknown package group '$extra' (known: fuzz)" >&2; exit 2 ;;
+        mpi) packages="$packages libopenmpi-dev openmpi-bin" ;;
+        *) echo "deps.sh: unknown package group '$extra' (known: fuzz, mpi)" >&2; exit 2 ;;
     esac
 done
 

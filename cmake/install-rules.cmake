@@ -18,7 +18,8 @@ mark_as_advanced(SOFTPROMPT_INSTALL_CMAKEDIR)
 install(
     TARGETS softprompt
     EXPORT softprompt-targets
-    FILE_SET HEADERS COMPONENT softprompt_Development)
+    FILE_SET HEADERS COMPONENT softprompt_Development
+    FILE_SET dist_headers COMPONENT softprompt_Development)
 
 install(
     EXPORT softprompt-targets

@@ -4,10 +4,16 @@
 
 #include <gtest/gtest.h>
 
+#include <barrier>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <softprompt/softprompt.hpp>
+#include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "golden_model.hpp"
@@ -430,7 +436,6 @@ TEST(Stories260K, LoraLearnsTheName) {
         0.01);
 }
 
-
 // ------------------------------------------------------------------------------------------------
 // Non-finite gradients under a finite loss: the trainer refuses the step, clipping or not.
 
@@ -542,7 +547,8 @@ void expect_bad_gradient_refused(M& method, double max_grad_norm, MakeExtreme ma
     EXPECT_EQ(after.optimizer.scalars, before.optimizer.scalars);
     ASSERT_EQ(after.optimizer.tensors.size(), before.optimizer.tensors.size());
     for (std::size_t i = 0; i < before.optimizer.tensors.size(); ++i)
-        EXPECT_TRUE(same_bits(after.optimizer.tensors[i].second, before.optimizer.tensors[i].second))
+        EXPECT_TRUE(
+            same_bits(after.optimizer.tensors[i].second, before.optimizer.tensors[i].second))
             << before.optimizer.tensors[i].first;
     for (auto* p : method.parameters()) EXPECT_TRUE(p->grad().isZero()) << p->name();
 }
@@ -609,6 +615,177 @@ TEST(Trainer, NonFiniteLossWithClippingStops) {
     }
     EXPECT_TRUE(same_bits(method.p().value(), last_good));
     EXPECT_TRUE(method.p().grad().isZero());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Data parallelism (train/collective.hpp) without MPI: the members of a group are threads.
+
+// A group of threads in one process: each member posts its values, all wait, and each then
+// combines every member's values in rank order.
+class ThreadGroup {
+public:
+    explicit ThreadGroup(int size) : size_(size), barrier_(size), posted_(std::size_t(size)) {}
+
+    class Member final : public Collective {
+    public:
+        Member(ThreadGroup& group, int rank) : group_(group), rank_(rank) {}
+        int rank() const override { return rank_; }
+        int size() const override { return group_.size_; }
+
+    protected:
+        void sum_in_place(std::span<std::int64_t> v) override {
+            combine(v, [](std::int64_t a, std::int64_t b) { return a + b; });
+        }
+        void sum_in_place(std::span<double> v) override {
+            combine(v, [](double a, double b) { return a + b; });
+        }
+        void max_in_place(std::span<std::int64_t> v) override {
+            combine(v, [](std::int64_t a, std::int64_t b) { return std::max(a, b); });
+        }
+
+    private:
+        template <class V, class Op>
+        void combine(std::span<V> v, Op op) {
+            auto& mine = group_.posted_[std::size_t(rank_)];
+            mine.resize(v.size_bytes());
+            std::memcpy(mine.data(), v.data(), v.size_bytes());
+            group_.barrier_.arrive_and_wait();
+            for (std::size_t i = 0; i < v.size(); ++i) {
+                V total{};
+                for (int r = 0; r < group_.size_; ++r) {
+                    V x;
+                    std::memcpy(&x, group_.posted_[std::size_t(r)].data() + i * sizeof(V),
+                                sizeof(V));
+                    total = r == 0 ? x : op(total, x);
+                }
+                v[i] = total;
+            }
+            group_.barrier_.arrive_and_wait();  // nobody posts again before everyone has read
+        }
+        ThreadGroup& group_;
+        int rank_;
+    };
+
+private:
+    int size_;
+    std::barrier<> barrier_;
+    std::vector<std::vector<unsigned char>> posted_;
+};
+
+// The prompt-tuning parameters after 12 data-parallel steps (batches of 8 cut into 4 shards, 2
+// micro-batches a step, evaluations every 3 steps) on a group of `members` threads, one matrix per
+// member; members = 0 trains one Trainer without a group (data_parallel_shards alone).
+std::vector<Mat<float>> data_parallel_run(int members, std::int64_t shards, bool nan_prompt = false,
+                                          std::vector<std::string>* errors = nullptr) {
+    static const Golden<float> g("golden_llama_gqa.json");
+    static const auto model = g.model<nn::Llama>();
+    const Dataset train = toy_data(21, 40, g.config.vocab_size),
+                  eval = toy_data(22, 12, g.config.vocab_size);
+    TrainerOptions options{.epochs = 0,
+                           .max_steps = 12,
+                           .batch_size = 8,
+                           .grad_accumulation = 2,
+                           .max_grad_norm = 1.0,
+                           .schedule = {},
+                           .eval_every = 3,
+                           .patience = 0,
+                           .keep_best = true,
+                           .seed = 5,
+                           .shuffle = true,
+                           .pad_id = 0,
+                           .metrics_csv = {},
+                           .progress = ProgressMode::kSilent};
+    options.data_parallel_shards = shards;
+    ThreadGroup group(std::max(members, 1));
+    std::vector<Mat<float>> result(std::size_t(std::max(members, 1)));
+    if (errors) errors->assign(result.size(), "");
+    const auto member = [&](int rank) {
+        Rng rng(3);
+        peft::PromptTuning<float> method(g.config,
+                                         peft::init_normal<float>(3, g.config.dim, 0.5, rng));
+        if (nan_prompt)
+            method.parameters()[0]->value()(1, 2) = std::numeric_limits<float>::quiet_NaN();
+        optim::AdamW<float> adamw(method.parameters(), {.lr = 0.05, .weight_decay = 0.01});
+        ThreadGroup::Member me(group, rank);
+        try {
+            if (members == 0) {
+                Trainer<nn::Llama, float> trainer(model, method, adamw, options);
+                trainer.fit(train, &eval);
+            } else {
+                Trainer<nn::Llama, float> trainer(model, method, adamw, options, me);
+                trainer.fit(train, &eval);
+            }
+        } catch (const Error& e) {
+            if (!errors) throw;
+            (*errors)[std::size_t(rank)] = e.what();
+        }
+        result[std::size_t(rank)] = method.parameters()[0]->value();
+    };
+    std::vector<std::thread> threads;
+    for (int r = 1; r < members; ++r) threads.emplace_back(member, r);
+    member(0);
+    for (auto& t : threads) t.join();
+    return result;
+}
+
+TEST(DataParallel, OneTwoAndFourMembersReachTheSameBits) {
+    const std::vector<Mat<float>> alone = data_parallel_run(0, 4);
+    for (const int members : {1, 2, 4}) {
+        const std::vector<Mat<float>> got = data_parallel_run(members, 4);
+        for (int r = 0; r < members; ++r)
+            EXPECT_TRUE(same_bits(got[std::size_t(r)], alone[0]))
+                << members << " members, rank " << r;
+    }
+    // The shards' weighted sum is the whole batch's gradient: training with shards ends near
+    // training without them (not at the same bits: the sums are grouped differently).
+    const std::vector<Mat<float>> unsharded = data_parallel_run(0, 0);
+    EXPECT_FALSE(same_bits(unsharded[0], alone[0]));
+    EXPECT_LT((unsharded[0] - alone[0]).cwiseAbs().maxCoeff(), 1e-3);
+}
+
+TEST(DataParallel, ANonFiniteLossStopsEveryMember) {
+    std::vector<std::string> errors;
+    const std::vector<Mat<float>> got = data_parallel_run(2, 4, /*nan_prompt=*/true, &errors);
+    for (std::size_t r = 0; r < errors.size(); ++r) {
+        EXPECT_NE(errors[r].find("the loss is nan at step 1"), std::string::npos)
+            << "rank " << r << ": " << errors[r];
+        EXPECT_TRUE(std::isnan(got[r](1, 2))) << "rank " << r << ": parameters were updated";
+    }
+    Rng rng(3);
+    EXPECT_THROW(([&] {
+                     const Golden<float> g("golden_llama_gqa.json");
+                     const auto model = g.model<nn::Llama>();
+                     peft::PromptTuning<float> method(
+                         g.config, peft::init_normal<float>(3, g.config.dim, 0.5, rng));
+                     optim::AdamW<float> adamw(method.parameters(), {});
+                     SingleProcess one;
+                     Trainer<nn::Llama, float> t(model, method, adamw, TrainerOptions{}, one);
+                 })(),
+                 ConfigError)
+        << "a group without data_parallel_shards";
+}
+
+TEST(DataParallel, FixedPointSumsAreExactInAnyGrouping) {
+    Rng rng(17);
+    std::vector<double> values(64);
+    for (auto& v : values) v = rng.uniform(-1, 1) * std::pow(2.0, double(rng.below(40)) - 20);
+    const std::int64_t e = max_exponent<double>(values);
+    const FixedPointGrid grid = FixedPointGrid::for_exponent(e, FixedPointGrid::headroom_for(64));
+    std::int64_t forward = 0, backward = 0, pairs = 0;
+    for (double v : values) forward += grid.to_fixed(v);
+    for (auto it = values.rbegin(); it != values.rend(); ++it) backward += grid.to_fixed(*it);
+    for (std::size_t i = 0; i < values.size(); i += 2)
+        pairs += grid.to_fixed(values[i]) + grid.to_fixed(values[i + 1]);
+    EXPECT_EQ(forward, backward);
+    EXPECT_EQ(forward, pairs);
+    long double exact = 0;
+    for (double v : values) exact += static_cast<long double>(v);
+    EXPECT_LE(std::abs(static_cast<long double>(grid.value(forward)) - exact),
+              64 * std::ldexp(1.0L, int(e) - 61 + FixedPointGrid::headroom_for(64)));
+    const std::vector<double> with_nan = {1.0, std::nan("")};
+    EXPECT_EQ(max_exponent<double>(with_nan), kNotFiniteExponent);
+    EXPECT_EQ(max_exponent<double>(std::vector<double>{0.0, -0.0}), kAllZeroExponent);
+    EXPECT_THROW(FixedPointGrid::for_exponent(kNotFiniteExponent, 3), NumericError);
 }
 
 }  // namespace

@@ -5,7 +5,12 @@
 //       [--text-field text | --input-field text --target-field label]
 //       [--input-suffix " Answer:"] [--target-prefix " "] [--label "1=spam" --label "0=ham"]
 //       [--virtual-tokens 20] [--steps N | --epochs N] [--lr 0.03] [--batch-size 8] [--eval FILE]
-//       [--seed 0] [--checkpoint-every K] [--resume]
+//       [--seed 0] [--checkpoint-every K] [--shards K] [--resume]
+//
+// Data-parallel under MPI (when built with it): `mpirun -n N prompt_tune ...` trains one adapter
+// with N processes, each running its share of every batch (cut into --shards pieces; the default,
+// N, is fine for one run, and giving the same --shards makes runs on any number of processes
+// reach the same bits). Rank 0 writes the files; an error on any rank ends every process.
 //
 // MODEL is whatever io::open_model reads (a Hugging Face model folder of any supported family, a
 // GGUF file, a llama2.c checkpoint); TOKENIZER is a tokenizer.json, tokenizer.model, .gguf,
@@ -22,6 +27,9 @@
 #include <map>
 #include <memory>
 #include <softprompt/softprompt.hpp>
+#if defined(SOFTPROMPT_HAVE_MPI)
+#include <softprompt/dist/mpi.hpp>
+#endif
 #include <string>
 #include <variant>
 #include <vector>
@@ -83,12 +91,20 @@ train::Dataset load_data(const std::string& path, const DataOptions& o,
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(SOFTPROMPT_HAVE_MPI)
+    dist::MpiSession mpi(argc, argv);
+    dist::MpiGroup world;
+    train::Collective& group = world;
+#else
+    train::SingleProcess group;
+#endif
+    const bool leader = group.rank() == 0;
     CLI::App app{"Train a PEFT adapter for a frozen model (softprompt)"};
     std::string model_path, tokenizer_path, data_path, eval_path, out_dir, method_name = "prompt";
     DataOptions data_options;
     std::vector<std::string> label_args;
     Index virtual_tokens = 20, lora_rank = 8;
-    std::int64_t steps = 0, epochs = 3, checkpoint_every = 0;
+    std::int64_t steps = 0, epochs = 3, checkpoint_every = 0, shards = 0;
     double lr = 0.03;
     std::size_t batch_size = 8, max_tokens = 256;
     std::uint64_t seed = 0;
@@ -134,6 +150,11 @@ int main(int argc, char** argv) {
     app.add_option("--checkpoint-every", checkpoint_every,
                    "recompute the layers in runs of K in backward instead of keeping their "
                    "activations (0: keep them)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--shards", shards,
+                   "cut each batch into K pieces for data-parallel training (0: one piece alone, "
+                   "as many as processes under mpirun)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);
     app.add_flag("--resume", resume, "continue from OUT/training_state.safetensors");
@@ -194,8 +215,9 @@ int main(int argc, char** argv) {
                                              .encoder_num_layers = 2},
                         rng);
                 }
-                std::fprintf(stderr, "%s: %s\n", method_name.c_str(),
-                             peft::summarize(*method, model).to_string().c_str());
+                if (leader)
+                    std::fprintf(stderr, "%s: %s\n", method_name.c_str(),
+                                 peft::summarize(*method, model).to_string().c_str());
 
                 optim::AdamW<float> optimizer(method->parameters(),
                                               {.lr = lr, .weight_decay = 0.0});
@@ -206,24 +228,34 @@ int main(int argc, char** argv) {
                 options.seed = seed;
                 options.max_grad_norm = 1.0;
                 options.checkpoint_every = checkpoint_every;
+                options.data_parallel_shards =
+                    shards > 0 ? shards : (group.size() > 1 ? group.size() : 0);
+                if (leader && group.size() > 1)
+                    std::fprintf(stderr, "data-parallel: %d processes, each batch in %lld pieces\n",
+                                 group.size(),
+                                 static_cast<long long>(options.data_parallel_shards));
                 options.metrics_csv = (std::filesystem::path(out_dir) / "metrics.csv").string();
-                std::filesystem::create_directories(out_dir);
+                if (leader) std::filesystem::create_directories(out_dir);
                 train::Trainer<Arch, float> probe(model, *method, optimizer, options);
                 const std::int64_t total = probe.total_steps(data);
                 options.schedule = optim::LrSchedule::warmup_linear(
                     lr, std::max<std::int64_t>(1, total / 10), total);
                 options.eval_every = eval.empty() ? 0 : std::max<std::int64_t>(1, total / 5);
-                train::Trainer<Arch, float> trainer(model, *method, optimizer, options);
+                train::Trainer<Arch, float> trainer =
+                    options.data_parallel_shards > 0
+                        ? train::Trainer<Arch, float>(model, *method, optimizer, options, group)
+                        : train::Trainer<Arch, float>(model, *method, optimizer, options);
                 const std::string state_path =
                     (std::filesystem::path(out_dir) / train::kTrainingState).string();
                 if (resume) trainer.load_state(train::load_training_state(state_path));
 
-                if (!eval.empty()) {
+                if (!eval.empty() && leader) {
                     const auto base = train::evaluate<Arch, float>(model, nullptr, eval);
                     std::fprintf(stderr, "base model on --eval: loss %.4f, perplexity %.2f\n",
                                  base.loss, base.perplexity);
                 }
                 const train::TrainReport report = trainer.fit(data, eval.empty() ? nullptr : &eval);
+                if (!leader) return;  // rank 0 writes the files and reports
                 peft::save_adapter(out_dir, *method, model, model_path);
                 train::save_training_state(state_path, trainer.state(), method_name);
                 std::fprintf(stderr,
@@ -237,9 +269,18 @@ int main(int argc, char** argv) {
                                  100.0 * report.final_eval->token_accuracy);
             },
             any);
-        std::printf("%s\n", out_dir.c_str());
+        if (leader) std::printf("%s\n", out_dir.c_str());
     } catch (const Error& e) {
-        std::fprintf(stderr, "prompt_tune: %s\n", e.what());
+        if (group.size() == 1) {
+            std::fprintf(stderr, "prompt_tune: %s\n", e.what());
+            return 1;
+        }
+        std::fprintf(stderr, "prompt_tune: rank %d of %d: %s\n", group.rank(), group.size(),
+                     e.what());
+        std::fflush(stderr);
+#if defined(SOFTPROMPT_HAVE_MPI)
+        world.abort(1);  // the others may be waiting in a collective for this process
+#endif
         return 1;
     }
     return 0;

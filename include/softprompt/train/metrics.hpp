@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "softprompt/nn/forward.hpp"
@@ -13,6 +14,7 @@
 #include "softprompt/peft/p_tuning.hpp"
 #include "softprompt/peft/prefix_tuning.hpp"
 #include "softprompt/peft/prompt_tuning.hpp"
+#include "softprompt/train/collective.hpp"
 #include "softprompt/train/dataset.hpp"
 
 namespace softprompt::train {
@@ -25,19 +27,26 @@ struct EvalResult {
 };
 
 /// Evaluate without recording anything: the method's Params enter as constants. `method` may be
-/// null (the base model).
+/// null (the base model). With a data-parallel `group` (train/collective.hpp), each member
+/// evaluates every size-th batch and the per-batch sums are exchanged, so every member gets the
+/// result that one process alone would compute, bit for bit.
 template <class Arch, class T>
 EvalResult evaluate(const nn::Model<Arch, T>& model, peft::Method<T>* method, const Dataset& data,
-                    std::size_t batch_size = 8) {
+                    std::size_t batch_size = 8, Collective* group = nullptr) {
     EvalResult r;
     if (data.empty()) return r;
     std::vector<autograd::Param<T>*> params;
     if (method) params = method->parameters();
     const peft::EvaluationOnly<T> eval_only(params);
-    double total = 0;
-    Index right = 0;
-    for (const auto& which : data.batches(batch_size, 0, 0, /*shuffle=*/false)) {
-        const nn::TokenBatch batch = data.batch(which);
+    const std::vector<std::vector<std::size_t>> batches =
+        data.batches(batch_size, 0, 0, /*shuffle=*/false);
+    // Per batch: the summed loss of its labelled tokens, then its right guesses and tokens.
+    std::vector<double> loss_sum(batches.size(), 0.0);
+    std::vector<std::int64_t> counts(2 * batches.size(), 0);
+    const std::size_t members = group ? std::size_t(group->size()) : 1;
+    const std::size_t me = group ? std::size_t(group->rank()) : 0;
+    for (std::size_t b = me; b < batches.size(); b += members) {
+        const nn::TokenBatch batch = data.batch(batches[b]);
         autograd::Tape<T> tape;
         const nn::AdapterInput<T> in = method ? method->input(tape) : nn::AdapterInput<T>{};
         const nn::ForwardOutput<T> out = nn::forward(tape, model, batch, in);
@@ -46,11 +55,21 @@ EvalResult evaluate(const nn::Model<Arch, T>& model, peft::Method<T>* method, co
             const std::int32_t target = batch.targets[std::size_t(out.rows[i])];
             Index best = 0;
             logits.row(Index(i)).maxCoeff(&best);
-            right += best == target ? 1 : 0;
+            counts[2 * b] += best == target ? 1 : 0;
         }
-        const Index n = Index(out.rows.size());
-        total += double(out.loss.item()) * double(n);
-        r.tokens += n;
+        counts[2 * b + 1] = std::int64_t(out.rows.size());
+        loss_sum[b] = double(out.loss.item()) * double(out.rows.size());
+    }
+    if (group && members > 1) {  // each slot has one owner: both sums are exact
+        group->sum(std::span<double>(loss_sum));
+        group->sum(std::span<std::int64_t>(counts));
+    }
+    double total = 0;
+    Index right = 0;
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+        total += loss_sum[b];
+        right += counts[2 * b];
+        r.tokens += counts[2 * b + 1];
     }
     r.loss = total / double(r.tokens);
     r.perplexity = std::exp(r.loss);
