@@ -1,4 +1,4 @@
-# Data-parallel training over MPI (tests/dist_train.cpp under mpirun, loopback, shared memory):
+# Data-parallel training over MPI (tests/dist_train.cpp under mpirun, TCP on loopback):
 #  1. prompt or prefix tuning for 20 steps on 1, 2 and 4 processes gives the same training state,
 #     byte for byte (parameters, optimizer moments, evaluation results kept for early stopping);
 #  2. 10 steps on 2 processes, then resumed on 4 (prompt) or 1 (prefix) to step 20, gives it too;
@@ -13,11 +13,11 @@ endif()
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 
-# mpirun as root needs --allow-run-as-root; 4 processes on 2 cores need --oversubscribe. Shared
-# memory between processes of one node, without the cross-memory-attach calls that containers
-# often forbid.
-set(launch "${MPIEXEC}" --allow-run-as-root --oversubscribe --mca btl self,vader
-    --mca btl_vader_single_copy_mechanism none)
+# mpirun as root needs --allow-run-as-root; 4 processes on 2 cores need --oversubscribe. The
+# processes talk over TCP on the loopback interface, as processes on different nodes would over
+# the network.
+set(launch "${MPIEXEC}" --allow-run-as-root --oversubscribe --mca btl self,tcp
+    --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)
 
 function(run_job ranks expect_success)
     string(TIMESTAMP started "%s")

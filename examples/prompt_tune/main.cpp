@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <softprompt/softprompt.hpp>
 #if defined(SOFTPROMPT_HAVE_MPI)
 #include <softprompt/dist/mpi.hpp>
@@ -91,13 +92,18 @@ train::Dataset load_data(const std::string& path, const DataOptions& o,
 }  // namespace
 
 int main(int argc, char** argv) {
+    train::SingleProcess alone;
+    train::Collective* group_ptr = &alone;
 #if defined(SOFTPROMPT_HAVE_MPI)
-    dist::MpiSession mpi(argc, argv);
-    dist::MpiGroup world;
-    train::Collective& group = world;
-#else
-    train::SingleProcess group;
+    // MPI only when mpirun started us: alone, the program never touches MPI.
+    std::optional<dist::MpiSession> mpi;
+    std::optional<dist::MpiGroup> world;
+    if (dist::started_by_mpi_launcher()) {
+        mpi.emplace(argc, argv);
+        group_ptr = &world.emplace();
+    }
 #endif
+    train::Collective& group = *group_ptr;
     const bool leader = group.rank() == 0;
     CLI::App app{"Train a PEFT adapter for a frozen model (softprompt)"};
     std::string model_path, tokenizer_path, data_path, eval_path, out_dir, method_name = "prompt";
@@ -279,7 +285,7 @@ int main(int argc, char** argv) {
                      e.what());
         std::fflush(stderr);
 #if defined(SOFTPROMPT_HAVE_MPI)
-        world.abort(1);  // the others may be waiting in a collective for this process
+        world->abort(1);  // the others may be waiting in a collective for this process
 #endif
         return 1;
     }

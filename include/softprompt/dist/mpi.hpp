@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <span>
 #include <string>
@@ -45,6 +46,15 @@ inline void check_mpi(int code, const char* call) {
 }
 
 }  // namespace detail
+
+/// Whether an MPI launcher (mpirun/mpiexec of Open MPI, MPICH or any PMI/PMIx one) started this
+/// process. A program that can also run alone (examples/prompt_tune) initialises MPI only then:
+/// alone it never touches MPI, whose initialisation is slow and keeps allocations until exit.
+inline bool started_by_mpi_launcher() {
+    for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+        if (std::getenv(name) != nullptr) return true;
+    return false;
+}
 
 /// MPI_Init_thread on construction (unless MPI is already initialised) and MPI_Finalize on
 /// destruction (if this object initialised it). A program started without mpirun is a group of
