@@ -53,6 +53,17 @@ const RandomGpt2& gpt2_tiny() {
     return model;
 }
 
+// The median of some timings (the upper one of an even count).
+double median(std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
+    return v[v.size() / 2];
+}
+
+// Milliseconds since t0.
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 double peak_rss_mb() {
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
@@ -278,16 +289,10 @@ std::array<double, 2> paired_decode(benchmark::State& state,
             before(which);
             const auto t0 = std::chrono::steady_clock::now();
             step(requests[which], {requests[which].next});
-            requests[which].ms.push_back(
-                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                    .count());
+            requests[which].ms.push_back(ms_since(t0));
         }
         ++decoded;
     }
-    const auto median = [](std::vector<double> v) {
-        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-        return v[v.size() / 2];
-    };
     return {median(requests[0].ms), median(requests[1].ms)};
 }
 
@@ -380,15 +385,9 @@ void BM_DecodeAgainstBandwidthFloor(benchmark::State& state) {
             const auto t0 = std::chrono::steady_clock::now();
             logits = nn::advance(m.model, std::span<nn::Sequence<float>* const>(one),
                                  {{std::int32_t(best)}});
-            ms.push_back(
-                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                    .count());
+            ms.push_back(ms_since(t0));
         }
     }
-    const auto median = [](std::vector<double> v) {
-        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-        return v[v.size() / 2];
-    };
     const double bandwidth = median(gbps), token_ms = median(ms);
     const double floor_ms = weight_bytes / (bandwidth * 1e9) * 1e3;
     state.counters["weights_MB"] = weight_bytes / 1e6;
@@ -451,17 +450,10 @@ void BM_BatchedDecode32(benchmark::State& state) {
             else
                 next_alone = greedy(nn::advance(
                     m.model, std::span<nn::Sequence<float>* const>(alone_ptr), next_alone));
-            (batched ? ms_many : ms_alone)
-                .push_back(
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                        .count());
+            (batched ? ms_many : ms_alone).push_back(ms_since(t0));
         }
         ++steps;
     }
-    const auto median = [](std::vector<double> v) {
-        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-        return v[v.size() / 2];
-    };
     const double one_ms = median(ms_alone), batch_ms = median(ms_many);
     state.counters["batch1_step_ms"] = one_ms;
     state.counters["batch32_step_ms"] = batch_ms;
@@ -524,9 +516,7 @@ void BM_CheckpointedTrainStep(benchmark::State& state, Workload workload) {
             adamw.step();
             adamw.zero_grad();
         }
-        measured[which].ms.push_back(
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                .count());
+        measured[which].ms.push_back(ms_since(t0));
         measured[which].activation_mb.push_back(peak_rss_since_reset_mb() - before);
     };
     bool plain_first = true;
@@ -535,10 +525,6 @@ void BM_CheckpointedTrainStep(benchmark::State& state, Workload workload) {
         step(plain_first ? 1 : 0);
         plain_first = !plain_first;
     }
-    const auto median = [](std::vector<double> v) {
-        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-        return v[v.size() / 2];
-    };
     const double plain_ms = median(measured[0].ms), ckpt_ms = median(measured[1].ms);
     const double plain_mb = median(measured[0].activation_mb);
     const double ckpt_mb = median(measured[1].activation_mb);
@@ -607,16 +593,10 @@ void BM_ServeTenLoraAdapters(benchmark::State& state) {
             const int which = first ? k : 1 - k;  // alternate who goes first
             const auto t0 = std::chrono::steady_clock::now();
             benchmark::DoNotOptimize(registry.generate(which == 0 ? none : with));
-            ms[which].push_back(
-                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                    .count());
+            ms[which].push_back(ms_since(t0));
         }
         first = !first;
     }
-    const auto median = [](std::vector<double> v) {
-        std::nth_element(v.begin(), v.begin() + std::ptrdiff_t(v.size() / 2), v.end());
-        return v[v.size() / 2];
-    };
     state.counters["peak_reset"] = reset ? 1 : 0;  // 0: the peaks are since the process started
     state.counters["none_peak_MB"] = none_peak;
     state.counters["lora10_peak_MB"] = lora_peak;

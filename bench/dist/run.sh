@@ -8,14 +8,14 @@ rounds=${1:-2}
 build=${2:-build/release}
 bin="$build/bench/dist_bench"
 [ -x "$bin" ] || { echo "run.sh: $bin not built (cmake --build --preset release --target dist_bench)" >&2; exit 2; }
-launch="mpirun --allow-run-as-root --oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none"
+launch="mpirun --allow-run-as-root --oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo"
 round=0
 while [ "$round" -lt "$rounds" ]; do
     if [ $((round % 2)) -eq 0 ]; then order="1 2 4"; else order="4 2 1"; fi
     for n in $order; do
         threads=$((2 / n)); [ "$threads" -ge 1 ] || threads=1
         OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads $launch -n "$n" "$bin" \
-            --benchmark_counters_tabular=true 2>/dev/null | grep -E '^BM_|^Benchmark' | sed "s/^/round $round, $n processes: /"
+            --benchmark_counters_tabular=true --benchmark_color=false 2>/dev/null | grep -E '^BM_|^Benchmark' | sed "s/^/round $round, $n processes: /"
     done
     round=$((round + 1))
 done
