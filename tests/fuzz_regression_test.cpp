@@ -41,13 +41,14 @@
 #include "softprompt/tok/bpe.hpp"
 #include "softprompt/tok/spm.hpp"
 #include "softprompt/train/dataset.hpp"
+#include "test_paths.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using namespace softprompt;
 
-const fs::path kRegressions = fs::path(SOFTPROMPT_TEST_DATA_DIR) / ".." / "fuzz" / "regressions";
+const fs::path kRegressions = softprompt::testing::test_data_dir() / ".." / "fuzz" / "regressions";
 
 std::string read_bytes(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);

@@ -6,7 +6,7 @@
 # umbrella softprompt.hpp above them all.
 #   cmake -DINCLUDE_DIR=<include/softprompt> -P header_layers.cmake
 cmake_policy(VERSION 3.25)
-set(layers "core" "kernels" "autograd" "nn+optim" "io" "tok" "peft" "train" "dist")
+set(layers "core" "kernels" "autograd" "nn+optim" "io" "tok" "peft" "train" "dist" "tune")
 set(rank 0)
 foreach(layer IN LISTS layers)
     math(EXPR rank "${rank} + 1")

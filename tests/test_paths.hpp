@@ -10,26 +10,49 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <system_error>
 
 namespace softprompt::testing {
 
+namespace detail {
+
+/// The value of the line `key=value` in softprompt_test_paths.txt, which CMake writes beside the
+/// test programs (tests/CMakeLists.txt). The folders are read at run time, not compiled in, so that
+/// no object file depends on where the checkout is: ccache then serves a clone in another folder.
+inline std::optional<std::filesystem::path> configured_path(const std::string& key) {
+    std::error_code ec;
+    const std::filesystem::path program = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) return std::nullopt;
+    std::ifstream in(program.parent_path() / "softprompt_test_paths.txt");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind(key + "=", 0) == 0) return std::filesystem::path(line.substr(key.size() + 1));
+    return std::nullopt;
+}
+
+}  // namespace detail
+
+/// $SOFTPROMPT_TEST_DATA, else the folder CMake was configured with, else tests/data beside this
+/// header (a test compiled by hand).
 inline std::filesystem::path test_data_dir() {
-#ifdef SOFTPROMPT_TEST_DATA_DIR
-    return SOFTPROMPT_TEST_DATA_DIR;
-#else
+    if (const char* env = std::getenv("SOFTPROMPT_TEST_DATA")) return env;
+    static const std::optional<std::filesystem::path> configured =
+        detail::configured_path("test_data");
+    if (configured) return *configured;
     return std::filesystem::absolute(__FILE__).parent_path() / "data";
-#endif
 }
 
 /// $SOFTPROMPT_ASSETS, else the folder CMake was configured with, else ../shared/assets.
 inline std::filesystem::path assets_dir() {
     if (const char* env = std::getenv("SOFTPROMPT_ASSETS")) return env;
-#ifdef SOFTPROMPT_ASSETS_DIR
-    return SOFTPROMPT_ASSETS_DIR;
-#else
+    static const std::optional<std::filesystem::path> configured =
+        detail::configured_path("assets");
+    if (configured) return *configured;
     return std::filesystem::absolute(__FILE__).parent_path().parent_path().parent_path() /
            "shared" / "assets";
-#endif
 }
 
 }  // namespace softprompt::testing

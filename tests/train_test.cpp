@@ -1,8 +1,9 @@
 // Training end to end: data sets and readers, the Trainer (determinism, stop-and-resume, early
-// stopping, non-finite losses, metrics), and every method learning a behaviour the frozen
-// stories260K model does not have.
+// stopping, non-finite losses, metrics), every method learning a behaviour the frozen
+// stories260K model does not have, and one-call tuning (tune::tune).
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <barrier>
 #include <cmath>
@@ -786,6 +787,105 @@ TEST(DataParallel, FixedPointSumsAreExactInAnyGrouping) {
     EXPECT_EQ(max_exponent<double>(with_nan), kNotFiniteExponent);
     EXPECT_EQ(max_exponent<double>(std::vector<double>{0.0, -0.0}), kAllZeroExponent);
     EXPECT_THROW(FixedPointGrid::for_exponent(kNotFiniteExponent, 3), NumericError);
+}
+
+// ------------------------------------------------------------------------------------------------
+// One-call tuning (tune/tune.hpp)
+
+struct TuneFiles {
+    fs::path model = softprompt::testing::test_data_dir() / "models" / "tiny-llama";
+    fs::path train = softprompt::testing::test_data_dir() / "spamassassin" / "sa_small_train.tsv";
+    fs::path test = softprompt::testing::test_data_dir() / "spamassassin" / "sa_small_test.tsv";
+    fs::path out = fs::temp_directory_path() / ("softprompt_tune_" + std::to_string(::getpid()));
+    TuneFiles() { fs::remove_all(out); }
+    ~TuneFiles() { fs::remove_all(out); }
+};
+
+tune::Options small_tune_options(const TuneFiles& f) {
+    tune::Options o;
+    o.virtual_tokens = 4;
+    o.data = {.input_field = "text",
+              .target_field = "label",
+              .labels = {{"1", "spam"}, {"0", "ham"}},
+              .max_tokens = 24};
+    o.eval_data = f.test.string();
+    o.steps = 6;
+    o.batch_size = 4;
+    o.progress = ProgressMode::kSilent;
+    o.log = false;
+    return o;
+}
+
+TEST(Tune, SavesTheAdapterItEvaluated) {
+    const TuneFiles f;
+    SOFTPROMPT_REQUIRE_DATA(f.model / "tokenizer.json");
+    SOFTPROMPT_REQUIRE_DATA(f.train);
+    for (const std::string method : {"prompt", "prefix", "lora"}) {
+        SCOPED_TRACE(method);
+        tune::Options o = small_tune_options(f);
+        o.method = method;
+        const tune::Result result = tune::tune(f.model.string(), f.train.string(), f.out.string(), o);
+        EXPECT_EQ(result.report.steps, 6);
+        ASSERT_TRUE(result.report.final_eval && result.base_eval);
+        EXPECT_GT(result.parameters.trainable, 0);
+        EXPECT_NE(result.report.final_eval->loss, result.base_eval->loss);
+
+        // What a user does next: load the folder and evaluate it on the same data.
+        const auto model = io::load_hf<nn::Llama, float>(f.model.string());
+        const auto tokenizer = tok::AnyTokenizer::for_model(f.model.string(), model.config.vocab_size);
+        const Dataset eval = tune::load_dataset(f.test.string(), o.data, tokenizer);
+        const peft::Adapter adapter = peft::load_adapter(f.out.string(), model.config);
+        std::unique_ptr<peft::Method<float>> loaded;
+        if (method == "lora")
+            loaded = peft::lora_method<nn::Llama>(adapter, model.config);
+        else
+            loaded = peft::prompt_method<nn::Llama>(adapter, model.config);
+        const EvalResult again = evaluate(model, loaded.get(), eval, o.batch_size);
+        EXPECT_NEAR(again.loss, result.report.final_eval->loss, 1e-6);
+        EXPECT_EQ(again.tokens, result.report.final_eval->tokens);
+        EXPECT_TRUE(fs::exists(f.out / kTrainingState));
+        EXPECT_TRUE(fs::exists(f.out / "metrics.csv"));
+        fs::remove_all(f.out);
+    }
+}
+
+TEST(Tune, BadOptionsAreNamedAndWriteNothing) {
+    const TuneFiles f;
+    SOFTPROMPT_REQUIRE_DATA(f.model / "tokenizer.json");
+    auto message_of = [&](tune::Options o, const fs::path& model) {
+        try {
+            tune::tune(model.string(), f.train.string(), f.out.string(), o);
+        } catch (const Error& e) {
+            EXPECT_FALSE(fs::exists(f.out)) << e.what();
+            return std::string(e.what());
+        }
+        ADD_FAILURE() << "no error";
+        return std::string();
+    };
+    tune::Options o = small_tune_options(f);
+    o.method = "proompt";
+    EXPECT_NE(message_of(o, f.model).find("method 'proompt' is not one of prompt, prefix"),
+              std::string::npos);
+
+    o = small_tune_options(f);
+    o.data.text_field = "text";
+    EXPECT_NE(message_of(o, f.model).find("either text_field, or both"), std::string::npos);
+
+    o = small_tune_options(f);
+    o.data.labels = {{"1", "spam"}};
+    const std::string unlabelled = message_of(o, f.model);
+    EXPECT_NE(unlabelled.find("sa_small_train.tsv: record"), std::string::npos) << unlabelled;
+    EXPECT_NE(unlabelled.find("field 'label' is '0'"), std::string::npos) << unlabelled;
+
+    o = small_tune_options(f);
+    o.virtual_tokens = 63;  // the tiny model has 64 positions
+    EXPECT_NE(message_of(o, f.model).find("63 virtual tokens leave 1 of the model's 64 positions"),
+              std::string::npos);
+
+    o = small_tune_options(f);
+    const fs::path llama2c = softprompt::testing::test_data_dir() / "models" / "stories260K.bin";
+    EXPECT_NE(message_of(o, llama2c).find("no vocabulary; give Options::tokenizer"),
+              std::string::npos);
 }
 
 }  // namespace

@@ -42,7 +42,7 @@
 #include <vector>
 
 #include "../common/tiny_tasks.hpp"
-#include "../common/tokenizer_file.hpp"
+#include "../common/token_ids.hpp"
 
 using namespace softprompt;
 
@@ -51,7 +51,7 @@ namespace {
 // The model's tokenizer: a tokenizer file, or the character vocabulary of a model folder, or none
 // (prompts given as ids, output printed as ids).
 struct Tokenizer {
-    std::optional<examples::TokenizerFile> file;
+    std::optional<tok::AnyTokenizer> file;
     std::optional<tiny_tasks::Vocab> chars;
 
     bool present() const { return file || chars; }
@@ -78,7 +78,7 @@ Tokenizer open_tokenizer(const std::string& model_path, const std::string& token
     const bool folder = fs::is_directory(model_path);
     std::string file = tokenizer_path;
     if (file.empty() && folder) {
-        if (const auto found = examples::TokenizerFile::in_folder(model_path))
+        if (const auto found = tok::AnyTokenizer::in_folder(model_path))
             file = found->string();
     }
     // A GGUF that embeds a vocabulary is its own tokenizer.
@@ -86,7 +86,7 @@ Tokenizer open_tokenizer(const std::string& model_path, const std::string& token
         io::GgufFile(model_path).contains("tokenizer.ggml.model"))
         file = model_path;
     if (!file.empty()) {
-        t.file = examples::TokenizerFile::for_model(file, config.vocab_size);
+        t.file = tok::AnyTokenizer::for_model(file, config.vocab_size);
     } else if (folder && fs::exists(fs::path(model_path) / "vocab.json")) {
         t.chars = tiny_tasks::Vocab::load(model_path);
     }

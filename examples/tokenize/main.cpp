@@ -18,10 +18,11 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <softprompt/tok/any_tokenizer.hpp>
 #include <string>
 #include <vector>
 
-#include "../common/tokenizer_file.hpp"
+#include "../common/token_ids.hpp"
 
 using namespace softprompt;
 
@@ -29,7 +30,7 @@ int main(int argc, char** argv) {
     CLI::App app{"Tokenize text, or decode ids, with a model's tokenizer file"};
     std::string path;
     std::vector<std::string> texts;
-    examples::EncodeOptions o;
+    tok::EncodeOptions o;
     bool decode = false, pieces = false, no_add_special = false, skip_special = false;
     app.add_option("tokenizer", path,
                    "tokenizer.json, tokenizer.model, a .gguf, or a folder holding one")
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     o.add_special = !no_add_special;
 
     try {
-        const auto t = examples::TokenizerFile::open(path);
+        const auto t = tok::AnyTokenizer::open(path);
         auto one = [&](const std::string& line) {
             if (decode) {
                 std::cout << t.decode(examples::parse_ids(line, "--decode"), skip_special) << '\n';

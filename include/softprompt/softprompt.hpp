@@ -49,6 +49,7 @@
 #include "softprompt/peft/prefix_tuning.hpp"
 #include "softprompt/peft/prompt_tuning.hpp"
 #include "softprompt/peft/registry.hpp"
+#include "softprompt/tok/any_tokenizer.hpp"
 #include "softprompt/tok/bpe.hpp"
 #include "softprompt/tok/gguf_vocab.hpp"
 #include "softprompt/tok/hf_tokenizer.hpp"
@@ -59,4 +60,5 @@
 #include "softprompt/train/progress.hpp"
 #include "softprompt/train/trainer.hpp"
 #include "softprompt/train/training_state.hpp"
+#include "softprompt/tune/tune.hpp"
 #include "softprompt/version.hpp"

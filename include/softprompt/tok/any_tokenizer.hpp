@@ -1,35 +1,38 @@
 #pragma once
-// The tokenizer files the examples read, behind one encode/decode: a Hugging Face tokenizer.json,
-// a SentencePiece tokenizer.model, a GGUF file's SentencePiece vocabulary, llama2.c's
-// tokenizer.bin, or a model folder holding tokenizer.json (preferred), tokenizer.model, or GPT-2's
-// vocab.json + merges.txt.
+// Any tokenizer file the library reads, behind one encode/decode: a Hugging Face tokenizer.json,
+// a SentencePiece tokenizer.model, a GGUF file's vocabulary (SentencePiece or byte-level BPE),
+// llama2.c's tokenizer.bin, or a model folder holding tokenizer.json (preferred),
+// tokenizer.model, or GPT-2's vocab.json + merges.txt.
+//
+//   const auto tokenizer = tok::AnyTokenizer::for_model(folder, nn::config_of(model).vocab_size);
+//   std::vector<std::int32_t> ids = tokenizer.encode("Once upon a time");
+//
+// Threads: an AnyTokenizer is read-only once opened; share it between threads freely.
 
 #include <cstdint>
-#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <softprompt/io/gguf.hpp>
-#include <softprompt/tok/bpe.hpp>
-#include <softprompt/tok/gguf_vocab.hpp>
-#include <softprompt/tok/hf_tokenizer.hpp>
-#include <softprompt/tok/spm_model.hpp>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace examples {
+#include "softprompt/error.hpp"
+#include "softprompt/io/gguf.hpp"
+#include "softprompt/tok/bpe.hpp"
+#include "softprompt/tok/gguf_vocab.hpp"
+#include "softprompt/tok/hf_tokenizer.hpp"
+#include "softprompt/tok/spm_model.hpp"
 
-using namespace softprompt;
+namespace softprompt::tok {
 
 struct EncodeOptions {
     bool add_special = true;        // the post-processor's tokens (BOS), as add_special_tokens
     bool specials_as_text = false;  // added tokens written in the text stay text
 };
 
-class TokenizerFile {
+class AnyTokenizer {
 public:
     /// The tokenizer file of a model folder, or nothing when it has none.
     static std::optional<std::filesystem::path> in_folder(const std::filesystem::path& folder) {
@@ -41,8 +44,8 @@ public:
     /// Opens `path` as the tokenizer of a model of `model_vocab_size` tokens: a llama2.c
     /// tokenizer.bin is read with that size, and a tokenizer with more tokens than the model's
     /// embedding has rows is refused (its ids would index past the embedding).
-    static TokenizerFile for_model(const std::string& path, std::int64_t model_vocab_size) {
-        TokenizerFile t = open(path, std::int32_t(model_vocab_size));
+    static AnyTokenizer for_model(const std::string& path, std::int64_t model_vocab_size) {
+        AnyTokenizer t = open(path, std::int32_t(model_vocab_size));
         if (t.vocab_size() > model_vocab_size)
             throw ConfigError(path + " has " + std::to_string(t.vocab_size()) +
                               " tokens but the model's vocab_size is " +
@@ -52,39 +55,39 @@ public:
 
     /// Opens `path` (see the top of this file). A llama2.c tokenizer.bin does not store its size:
     /// `llama2c_vocab_size` gives it (0: refuse such a file).
-    static TokenizerFile open(const std::string& path, std::int32_t llama2c_vocab_size = 0) {
+    static AnyTokenizer open(const std::string& path, std::int32_t llama2c_vocab_size = 0) {
         namespace fs = std::filesystem;
         fs::path file = path;
         if (fs::is_directory(file)) {
             const auto found = in_folder(file);
             if (!found)
-                throw Error(path +
-                            ": the folder has no tokenizer.json, tokenizer.model or "
-                            "merges.txt");
+                throw IoError(path +
+                              ": the folder has no tokenizer.json, tokenizer.model or "
+                              "merges.txt");
             file = *found;
         }
-        TokenizerFile t;
+        AnyTokenizer t;
         const std::string ext = file.extension().string();
         if (ext == ".json") {
-            t.hf_ = tok::HfTokenizer::from_file(file.string());
+            t.hf_ = HfTokenizer::from_file(file.string());
             if (file.has_parent_path()) t.hf_stop_ = eos_ids_of(file.parent_path() / "config.json");
         } else if (file.filename() == "merges.txt") {  // GPT-2's files, vocab.json beside it
-            t.bpe_ = tok::BpeTokenizer::from_openai((file.parent_path() / "vocab.json").string(),
+            t.bpe_ = BpeTokenizer::from_openai((file.parent_path() / "vocab.json").string(),
                                                     file.string());
         } else if (ext == ".model") {
-            t.spm_ = tok::load_sentencepiece_model(file.string());
+            t.spm_ = load_sentencepiece_model(file.string());
         } else if (ext == ".gguf") {
             // The vocabulary the file embeds: SentencePiece ("llama") or byte-level BPE ("gpt2").
             const io::GgufFile gguf(file.string());
             if (gguf.get_string_or("tokenizer.ggml.model", "") == "gpt2") {
-                t.bpe_ = tok::gguf_bpe_tokenizer(gguf);
+                t.bpe_ = gguf_bpe_tokenizer(gguf);
             } else {
-                t.spm_ = tok::gguf_spm_tokenizer(gguf);
+                t.spm_ = gguf_spm_tokenizer(gguf);
             }
         } else if (ext == ".bin" && llama2c_vocab_size > 0) {
-            t.spm_ = tok::SpmTokenizer::from_llama2c(file.string(), llama2c_vocab_size);
+            t.spm_ = SpmTokenizer::from_llama2c(file.string(), llama2c_vocab_size);
         } else {
-            throw Error(file.string() +
+            throw ConfigError(file.string() +
                         ": not a tokenizer file read here (tokenizer.json, tokenizer.model, "
                         "merges.txt, .gguf" +
                         (llama2c_vocab_size > 0 ? ", llama2.c's tokenizer.bin" : "") +
@@ -98,12 +101,12 @@ public:
         if (hf_) {
             return hf_->encode(
                 text,
-                o.specials_as_text ? tok::SpecialTokens::as_text : tok::SpecialTokens::recognised,
+                o.specials_as_text ? SpecialTokens::as_text : SpecialTokens::recognised,
                 o.add_special);
         }
         if (bpe_) {  // GPT-2 adds no BOS
-            return bpe_->encode(text, o.specials_as_text ? tok::SpecialTokens::as_text
-                                                         : tok::SpecialTokens::recognised);
+            return bpe_->encode(text, o.specials_as_text ? SpecialTokens::as_text
+                                                         : SpecialTokens::recognised);
         }
         return spm_->encode(text, o.add_special, /*add_eos=*/false);
     }
@@ -141,7 +144,7 @@ public:
     [[nodiscard]] std::vector<std::int32_t> stop_tokens() const {
         if (hf_) return hf_stop_;
         if (bpe_) return bpe_->eos() ? std::vector<std::int32_t>{*bpe_->eos()} : hf_stop_;
-        return {tok::SpmTokenizer::bos(), tok::SpmTokenizer::eos()};
+        return {SpmTokenizer::bos(), SpmTokenizer::eos()};
     }
 
 private:
@@ -160,31 +163,10 @@ private:
         return ids;
     }
 
-    std::optional<tok::HfTokenizer> hf_;
-    std::optional<tok::SpmTokenizer> spm_;
-    std::optional<tok::BpeTokenizer> bpe_;
+    std::optional<HfTokenizer> hf_;
+    std::optional<SpmTokenizer> spm_;
+    std::optional<BpeTokenizer> bpe_;
     std::vector<std::int32_t> hf_stop_;
 };
 
-/// Space-separated token ids, as --decode and --prompt-ids take them; ConfigError naming `option`
-/// and the word for anything that is not an id in [0, 2^31).
-inline std::vector<std::int32_t> parse_ids(const std::string& text, const std::string& option) {
-    std::vector<std::int32_t> ids;
-    std::istringstream in(text);
-    std::string word;
-    while (in >> word) {
-        std::size_t used = 0;
-        long long v = -1;
-        try {
-            v = std::stoll(word, &used);
-        } catch (const std::exception&) {
-            used = 0;
-        }
-        if (used != word.size() || v < 0 || v > INT32_MAX)
-            throw ConfigError(option + ": \"" + word + "\" is not a token id");
-        ids.push_back(static_cast<std::int32_t>(v));
-    }
-    return ids;
-}
-
-}  // namespace examples
+}  // namespace softprompt::tok
