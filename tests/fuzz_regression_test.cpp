@@ -39,6 +39,7 @@
 #include "softprompt/nn/llama.hpp"
 #include "softprompt/peft/adapter_io.hpp"
 #include "softprompt/tok/bpe.hpp"
+#include "softprompt/tok/hf_tokenizer.hpp"
 #include "softprompt/tok/spm.hpp"
 #include "softprompt/train/dataset.hpp"
 #include "test_paths.hpp"
@@ -360,6 +361,25 @@ TEST(FuzzRegression, TrainingStateStepThatIsAFloat) {
         const std::string what = e.what();
         EXPECT_NE(what.find(path.string()), std::string::npos) << what;
         EXPECT_NE(what.find("'step' is 1e+300, expected an integer"), std::string::npos) << what;
+    }
+}
+
+// HfTokenizer: a 13 KB tokenizer.json whose added token had the id 9,106,181 (below the old bound,
+// 2^24): the id table grew to 9.1M strings, a 291 MB allocation. Ids are now bounded by the
+// number of tokens the file holds.
+TEST(FuzzRegression, HfTokenizerIdFarPastItsTokenCount) {
+    const std::string json =
+        R"({"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]},)"
+        R"("added_tokens":[{"id":9106181,"content":"<s>","special":true}]})";
+    try {
+        (void)tok::HfTokenizer::from_json_text(json, "tokenizer.json");
+        FAIL() << "id 9106181 was accepted";
+    } catch (const FormatError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("tokenizer.json: added_tokens[0].id"), std::string::npos) << what;
+        EXPECT_NE(what.find("the id 9106181 is not an integer in [0, 65536)"), std::string::npos)
+            << what;
+        EXPECT_NE(what.find("the file has 3 tokens"), std::string::npos) << what;
     }
 }
 

@@ -1142,12 +1142,23 @@ inline std::shared_ptr<const HfTokenizer::Vocab> HfTokenizer::build(const nlohma
     // Ids: model.vocab, then added_tokens (which may extend it or repeat an entry).
     const nlohmann::json& vocab = r.field(model, "model", "vocab");
     if (!vocab.is_object()) r.fail("model.vocab", "should be an object");
-    constexpr std::int64_t kMaxId = 1 << 24;
+    // The id table is as long as the largest id, so ids are bounded by what the file holds: real
+    // vocabularies are dense (ids 0..N-1, perhaps with a few holes), and a file of a few entries
+    // that names id 9,106,181 would otherwise cost a 300 MB table.
+    const auto added_json = root.find("added_tokens");
+    const std::size_t entries =
+        vocab.size() + (added_json != root.end() && added_json->is_array() ? added_json->size() : 0);
+    const std::int64_t max_id =
+        std::min<std::int64_t>(std::int64_t(1) << 24,
+                               std::max<std::int64_t>(65536, 4 * std::int64_t(entries)));
     const auto place = [&](const std::string& token, const nlohmann::json& id,
                            const std::string& where) {
         if (!id.is_number_integer() || id.get<std::int64_t>() < 0 ||
-            id.get<std::int64_t>() >= kMaxId) {
-            r.fail(where, "the id " + id.dump() + " is not an integer in [0, 2^24)");
+            id.get<std::int64_t>() >= max_id) {
+            r.fail(where, "the id " + id.dump() + " is not an integer in [0, " +
+                              std::to_string(max_id) + ") (the file has " +
+                              std::to_string(entries) +
+                              " tokens; ids may leave holes, but not past 4 times that or 65536)");
         }
         const auto i = static_cast<std::size_t>(id.get<std::int64_t>());
         if (i >= v->tokens.size()) {
