@@ -368,9 +368,8 @@ TEST(FuzzRegression, TrainingStateStepThatIsAFloat) {
 // 2^24): the id table grew to 9.1M strings, a 291 MB allocation. Ids are now bounded by the
 // number of tokens the file holds.
 TEST(FuzzRegression, HfTokenizerIdFarPastItsTokenCount) {
-    const std::string json =
-        R"({"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]},)"
-        R"("added_tokens":[{"id":9106181,"content":"<s>","special":true}]})";
+    const std::string json = R"({"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]},)"
+                             R"("added_tokens":[{"id":9106181,"content":"<s>","special":true}]})";
     try {
         (void)tok::HfTokenizer::from_json_text(json, "tokenizer.json");
         FAIL() << "id 9106181 was accepted";

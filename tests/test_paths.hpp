@@ -29,7 +29,8 @@ inline std::optional<std::filesystem::path> configured_path(const std::string& k
     std::ifstream in(program.parent_path() / "softprompt_test_paths.txt");
     std::string line;
     while (std::getline(in, line))
-        if (line.rfind(key + "=", 0) == 0) return std::filesystem::path(line.substr(key.size() + 1));
+        if (line.rfind(key + "=", 0) == 0)
+            return std::filesystem::path(line.substr(key.size() + 1));
     return std::nullopt;
 }
 
@@ -58,14 +59,14 @@ inline std::filesystem::path assets_dir() {
 }  // namespace softprompt::testing
 
 /// Fail the current test, naming the file, when a vendored file of tests/data is missing.
-#define SOFTPROMPT_REQUIRE_DATA(path)                                                           \
-    if (!std::filesystem::exists(path))                                                         \
-    FAIL() << "required test data file not found: " << (path)                                   \
+#define SOFTPROMPT_REQUIRE_DATA(path)                         \
+    if (!std::filesystem::exists(path))                       \
+    FAIL() << "required test data file not found: " << (path) \
            << " (it is part of the repository: see tests/data/README.md; restore it with git)"
 
 /// Skip the current test, naming the path, when an optional large shared asset is missing.
-#define SOFTPROMPT_REQUIRE_ASSET(path)                                                          \
-    if (!std::filesystem::exists(path))                                                         \
-    GTEST_SKIP() << "optional large asset not found: " << (path)                                \
+#define SOFTPROMPT_REQUIRE_ASSET(path)                                                           \
+    if (!std::filesystem::exists(path))                                                          \
+    GTEST_SKIP() << "optional large asset not found: " << (path)                                 \
                  << " (the shared assets folder sits beside the repository as ../shared/assets;" \
                     " set SOFTPROMPT_ASSETS to point elsewhere)"

@@ -824,7 +824,8 @@ TEST(Tune, SavesTheAdapterItEvaluated) {
         SCOPED_TRACE(method);
         tune::Options o = small_tune_options(f);
         o.method = method;
-        const tune::Result result = tune::tune(f.model.string(), f.train.string(), f.out.string(), o);
+        const tune::Result result =
+            tune::tune(f.model.string(), f.train.string(), f.out.string(), o);
         EXPECT_EQ(result.report.steps, 6);
         ASSERT_TRUE(result.report.final_eval && result.base_eval);
         EXPECT_GT(result.parameters.trainable, 0);
@@ -832,7 +833,8 @@ TEST(Tune, SavesTheAdapterItEvaluated) {
 
         // What a user does next: load the folder and evaluate it on the same data.
         const auto model = io::load_hf<nn::Llama, float>(f.model.string());
-        const auto tokenizer = tok::AnyTokenizer::for_model(f.model.string(), model.config.vocab_size);
+        const auto tokenizer =
+            tok::AnyTokenizer::for_model(f.model.string(), model.config.vocab_size);
         const Dataset eval = tune::load_dataset(f.test.string(), o.data, tokenizer);
         const peft::Adapter adapter = peft::load_adapter(f.out.string(), model.config);
         std::unique_ptr<peft::Method<float>> loaded;

@@ -78,8 +78,7 @@ Tokenizer open_tokenizer(const std::string& model_path, const std::string& token
     const bool folder = fs::is_directory(model_path);
     std::string file = tokenizer_path;
     if (file.empty() && folder) {
-        if (const auto found = tok::AnyTokenizer::in_folder(model_path))
-            file = found->string();
+        if (const auto found = tok::AnyTokenizer::in_folder(model_path)) file = found->string();
     }
     // A GGUF that embeds a vocabulary is its own tokenizer.
     if (file.empty() && io::model_file_kind(model_path) == io::ModelFileKind::kGguf &&

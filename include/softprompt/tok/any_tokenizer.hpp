@@ -73,7 +73,7 @@ public:
             if (file.has_parent_path()) t.hf_stop_ = eos_ids_of(file.parent_path() / "config.json");
         } else if (file.filename() == "merges.txt") {  // GPT-2's files, vocab.json beside it
             t.bpe_ = BpeTokenizer::from_openai((file.parent_path() / "vocab.json").string(),
-                                                    file.string());
+                                               file.string());
         } else if (ext == ".model") {
             t.spm_ = load_sentencepiece_model(file.string());
         } else if (ext == ".gguf") {
@@ -88,10 +88,10 @@ public:
             t.spm_ = SpmTokenizer::from_llama2c(file.string(), llama2c_vocab_size);
         } else {
             throw ConfigError(file.string() +
-                        ": not a tokenizer file read here (tokenizer.json, tokenizer.model, "
-                        "merges.txt, .gguf" +
-                        (llama2c_vocab_size > 0 ? ", llama2.c's tokenizer.bin" : "") +
-                        ", or a folder holding one)");
+                              ": not a tokenizer file read here (tokenizer.json, tokenizer.model, "
+                              "merges.txt, .gguf" +
+                              (llama2c_vocab_size > 0 ? ", llama2.c's tokenizer.bin" : "") +
+                              ", or a folder holding one)");
         }
         return t;
     }
@@ -100,13 +100,12 @@ public:
                                                    const EncodeOptions& o = {}) const {
         if (hf_) {
             return hf_->encode(
-                text,
-                o.specials_as_text ? SpecialTokens::as_text : SpecialTokens::recognised,
+                text, o.specials_as_text ? SpecialTokens::as_text : SpecialTokens::recognised,
                 o.add_special);
         }
         if (bpe_) {  // GPT-2 adds no BOS
-            return bpe_->encode(text, o.specials_as_text ? SpecialTokens::as_text
-                                                         : SpecialTokens::recognised);
+            return bpe_->encode(
+                text, o.specials_as_text ? SpecialTokens::as_text : SpecialTokens::recognised);
         }
         return spm_->encode(text, o.add_special, /*add_eos=*/false);
     }

@@ -50,8 +50,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cstddef>
 #include <cctype>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -192,9 +192,12 @@ inline std::size_t llama3_match_end(std::string_view text, std::size_t i, int ma
 
 inline std::size_t pattern_match_end(KnownPattern p, std::string_view text, std::size_t i) {
     switch (p) {
-        case KnownPattern::gpt2: return detail::gpt2_match_end(text, i);
-        case KnownPattern::llama3: return llama3_match_end(text, i, 3);
-        case KnownPattern::qwen: return llama3_match_end(text, i, 1);
+        case KnownPattern::gpt2:
+            return detail::gpt2_match_end(text, i);
+        case KnownPattern::llama3:
+            return llama3_match_end(text, i, 3);
+        case KnownPattern::qwen:
+            return llama3_match_end(text, i, 1);
     }
     return i + 1;
 }
@@ -232,7 +235,9 @@ inline void split_by(std::string_view word, std::vector<Span> spans, SplitBehavi
             for (const Span& s : spans)
                 if (!s.match) pieces.push_back(s);
             break;
-        case SplitBehavior::isolated: pieces = spans; break;
+        case SplitBehavior::isolated:
+            pieces = spans;
+            break;
         case SplitBehavior::merged_with_previous:
             for (const Span& s : spans) fold(s, s.match && !previous_match, false);
             break;
@@ -251,29 +256,29 @@ inline void split_by(std::string_view word, std::vector<Span> spans, SplitBehavi
 
 struct Normalizer {
     enum class Kind { nfc, nfd, nfkc, nfkd, replace, prepend, strip } kind;
-    std::string from, to;  // Replace: pattern, content; Prepend: to
+    std::string from, to;              // Replace: pattern, content; Prepend: to
     bool left = false, right = false;  // Strip
 };
 
 struct PreTokenizer {
     enum class Kind { byte_level, split, metaspace, digits, whitespace_split } kind;
-    bool add_prefix_space = false, use_regex = true;      // ByteLevel
-    std::optional<KnownPattern> regex;                    // Split: a Regex pattern, or
-    std::string literal;                                  //   a String pattern
-    SplitBehavior behavior = SplitBehavior::isolated;     // Split
-    bool invert = false;                                  // Split
-    std::string replacement;                              // Metaspace
+    bool add_prefix_space = false, use_regex = true;   // ByteLevel
+    std::optional<KnownPattern> regex;                 // Split: a Regex pattern, or
+    std::string literal;                               //   a String pattern
+    SplitBehavior behavior = SplitBehavior::isolated;  // Split
+    bool invert = false;                               // Split
+    std::string replacement;                           // Metaspace
     enum class Prepend { always, first, never } prepend = Prepend::always;
-    bool split = true;                                    // Metaspace
-    bool individual_digits = false;                       // Digits
+    bool split = true;               // Metaspace
+    bool individual_digits = false;  // Digits
 };
 
 struct Decoder {
     enum class Kind { byte_level, metaspace, byte_fallback, fuse, strip, replace } kind;
-    std::string from, to;            // Replace: pattern, content; Metaspace: replacement
-    bool prepend = true;             // Metaspace: prepend_scheme is not "never"
-    std::string content;             // Strip: one character
-    std::size_t start = 0, stop = 0; // Strip
+    std::string from, to;             // Replace: pattern, content; Metaspace: replacement
+    bool prepend = true;              // Metaspace: prepend_scheme is not "never"
+    std::string content;              // Strip: one character
+    std::size_t start = 0, stop = 0;  // Strip
 };
 
 struct AddedToken {
@@ -549,12 +554,18 @@ private:
     static std::string normalize(const hf_detail::Normalizer& n, const std::string& s) {
         using K = hf_detail::Normalizer::Kind;
         switch (n.kind) {
-            case K::nfc: return unicode::normalize_utf8(s, unicode::NormalForm::nfc);
-            case K::nfd: return unicode::normalize_utf8(s, unicode::NormalForm::nfd);
-            case K::nfkc: return unicode::normalize_utf8(s, unicode::NormalForm::nfkc);
-            case K::nfkd: return unicode::normalize_utf8(s, unicode::NormalForm::nfkd);
-            case K::replace: return replace_all(s, n.from, n.to);
-            case K::prepend: return s.empty() ? s : n.to + s;
+            case K::nfc:
+                return unicode::normalize_utf8(s, unicode::NormalForm::nfc);
+            case K::nfd:
+                return unicode::normalize_utf8(s, unicode::NormalForm::nfd);
+            case K::nfkc:
+                return unicode::normalize_utf8(s, unicode::NormalForm::nfkc);
+            case K::nfkd:
+                return unicode::normalize_utf8(s, unicode::NormalForm::nfkd);
+            case K::replace:
+                return replace_all(s, n.from, n.to);
+            case K::prepend:
+                return s.empty() ? s : n.to + s;
             case K::strip: {
                 std::string_view t = s;
                 if (n.left) t = trim_start(t);
@@ -633,8 +644,7 @@ private:
                     const bool digit = word[i] >= '0' && word[i] <= '9';
                     std::size_t j = i + 1;
                     if (!digit || !p.individual_digits) {
-                        while (j < word.size() &&
-                               (word[j] >= '0' && word[j] <= '9') == digit) {
+                        while (j < word.size() && (word[j] >= '0' && word[j] <= '9') == digit) {
                             ++j;
                         }
                     }
@@ -691,12 +701,11 @@ private:
                 if (pending_unk) w.syms.push_back(v.unk);
                 pending_unk = false;
                 w.syms.push_back(it->second);
-            } else if (v.byte_fallback && std::all_of(word.begin() + std::ptrdiff_t(i),
-                                                      word.begin() + std::ptrdiff_t(i + len),
-                                                      [&](char b) {
-                                                          return v.byte_token[static_cast<
-                                                                     unsigned char>(b)] >= 0;
-                                                      })) {
+            } else if (v.byte_fallback &&
+                       std::all_of(word.begin() + std::ptrdiff_t(i),
+                                   word.begin() + std::ptrdiff_t(i + len), [&](char b) {
+                                       return v.byte_token[static_cast<unsigned char>(b)] >= 0;
+                                   })) {
                 for (std::size_t k = i; k < i + len; ++k)
                     w.syms.push_back(v.byte_token[static_cast<unsigned char>(word[k])]);
             } else if (v.unk >= 0) {
@@ -795,8 +804,8 @@ private:
                     std::size_t b = 0, e = t.size();
                     for (std::size_t k = 0; k < d.start && t.compare(b, c.size(), c) == 0; ++k)
                         b += c.size();
-                    for (std::size_t k = 0;
-                         k < d.stop && e >= b + c.size() && t.compare(e - c.size(), c.size(), c) == 0;
+                    for (std::size_t k = 0; k < d.stop && e >= b + c.size() &&
+                                            t.compare(e - c.size(), c.size(), c) == 0;
                          ++k) {
                         e -= c.size();
                     }
@@ -812,8 +821,8 @@ private:
     void check_id(const char* fn, std::int32_t id, std::size_t at) const {
         if (id < 0 || id >= vocab_size() || !v_->has_token[static_cast<std::size_t>(id)]) {
             throw Error(std::string("HfTokenizer::") + fn + ": token id " + std::to_string(id) +
-                        " at position " + std::to_string(at) + " has no token in " +
-                        v_->source + " (ids 0.." + std::to_string(vocab_size() - 1) + ")");
+                        " at position " + std::to_string(at) + " has no token in " + v_->source +
+                        " (ids 0.." + std::to_string(vocab_size() - 1) + ")");
         }
     }
 
@@ -824,7 +833,6 @@ private:
 
     std::shared_ptr<const Vocab> v_;
 };
-
 
 namespace hf_detail {
 
@@ -861,7 +869,8 @@ public:
         return v.get<std::size_t>();
     }
     /// A {"String": s} pattern's text; a {"Regex": r} one is refused (or returned when `regex`).
-    std::string pattern(const json& j, const std::string& where, std::string* regex = nullptr) const {
+    std::string pattern(const json& j, const std::string& where,
+                        std::string* regex = nullptr) const {
         const json& p = field(j, where, "pattern");
         if (p.is_object() && p.size() == 1 && p.contains("String") && p["String"].is_string()) {
             return p["String"].get<std::string>();
@@ -893,7 +902,8 @@ public:
                            : type == "NFD"  ? K::nfd
                            : type == "NFKC" ? K::nfkc
                                             : K::nfkd,
-                           {}, {}});
+                           {},
+                           {}});
         } else if (type == "Replace") {
             out.push_back({K::replace, pattern(j, where), string_field(j, where, "content")});
         } else if (type == "Prepend") {
@@ -1082,8 +1092,8 @@ public:
             } else if (item.is_object() && item.contains("SpecialToken")) {
                 const std::string id = string_field(item["SpecialToken"], at, "id");
                 const auto sp = specials.find(id);
-                if (sp == specials.end()) fail(at, "special token " + json(id).dump() +
-                                                       " is not in special_tokens");
+                if (sp == specials.end())
+                    fail(at, "special token " + json(id).dump() + " is not in special_tokens");
                 const json& ids = field(*sp, where + ".special_tokens", "ids");
                 const json& toks = field(*sp, where + ".special_tokens", "tokens");
                 if (!ids.is_array() || !toks.is_array() || ids.size() != toks.size()) {
@@ -1102,8 +1112,8 @@ public:
                     out.push_back(known->second);
                 }
             } else {
-                fail(at, "should be {\"Sequence\": ...} or {\"SpecialToken\": ...}, is " +
-                             item.dump());
+                fail(at,
+                     "should be {\"Sequence\": ...} or {\"SpecialToken\": ...}, is " + item.dump());
             }
         }
         if (!has_sequence) fail(where + ".single", "has no {\"Sequence\": {\"id\": \"A\"}}");
@@ -1116,7 +1126,7 @@ private:
 }  // namespace hf_detail
 
 inline std::shared_ptr<const HfTokenizer::Vocab> HfTokenizer::build(const nlohmann::json& root,
-                                                                     const std::string& name) {
+                                                                    const std::string& name) {
     const hf_detail::Reader r(name);
     if (!root.is_object()) r.fail("the top level", "should be an object");
     auto v = std::make_shared<Vocab>();
@@ -1132,7 +1142,8 @@ inline std::shared_ptr<const HfTokenizer::Vocab> HfTokenizer::build(const nlohma
     }
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
         if (const auto it = model.find(key); it != model.end() && !it->is_null() && *it != "") {
-            r.fail(std::string("model.") + key, it->dump() + " is not supported (only null or \"\")");
+            r.fail(std::string("model.") + key,
+                   it->dump() + " is not supported (only null or \"\")");
         }
     }
     v->byte_fallback = r.bool_field(model, "model", "byte_fallback", false);
@@ -1147,10 +1158,10 @@ inline std::shared_ptr<const HfTokenizer::Vocab> HfTokenizer::build(const nlohma
     // that names id 9,106,181 would otherwise cost a 300 MB table.
     const auto added_json = root.find("added_tokens");
     const std::size_t entries =
-        vocab.size() + (added_json != root.end() && added_json->is_array() ? added_json->size() : 0);
-    const std::int64_t max_id =
-        std::min<std::int64_t>(std::int64_t(1) << 24,
-                               std::max<std::int64_t>(65536, 4 * std::int64_t(entries)));
+        vocab.size() +
+        (added_json != root.end() && added_json->is_array() ? added_json->size() : 0);
+    const std::int64_t max_id = std::min<std::int64_t>(
+        std::int64_t(1) << 24, std::max<std::int64_t>(65536, 4 * std::int64_t(entries)));
     const auto place = [&](const std::string& token, const nlohmann::json& id,
                            const std::string& where) {
         if (!id.is_number_integer() || id.get<std::int64_t>() < 0 ||
@@ -1221,7 +1232,8 @@ inline std::shared_ptr<const HfTokenizer::Vocab> HfTokenizer::build(const nlohma
     if (const auto unk = model.find("unk_token"); unk != model.end() && !unk->is_null()) {
         if (!unk->is_string()) r.fail("model.unk_token", "should be a string or null");
         const auto it = v->index.find(unk->get<std::string>());
-        if (it == v->index.end()) r.fail("model.unk_token", unk->dump() + " is not in the vocabulary");
+        if (it == v->index.end())
+            r.fail("model.unk_token", unk->dump() + " is not in the vocabulary");
         v->unk = it->second;
     }
 
@@ -1247,7 +1259,8 @@ inline std::shared_ptr<const HfTokenizer::Vocab> HfTokenizer::build(const nlohma
         const auto ia = v->model_index.find(a), ib = v->model_index.find(b),
                    ij = v->model_index.find(a + b);
         for (const auto& [tok, it] : {std::pair{a, ia}, std::pair{b, ib}, std::pair{a + b, ij}}) {
-            if (it == v->model_index.end()) r.fail(where, json_quote(tok) + " is not in the vocabulary");
+            if (it == v->model_index.end())
+                r.fail(where, json_quote(tok) + " is not in the vocabulary");
         }
         // A repeated pair takes its later rank (tokenizers' HashMap, transformers.js's Map).
         v->merges.insert_or_assign(detail::merge_key(ia->second, ib->second),

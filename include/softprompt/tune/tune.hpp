@@ -57,7 +57,7 @@ struct DataFormat {
     std::string target_field{};
     std::map<std::string, std::string> labels{};  // empty: the target value is the text to learn
     std::string input_suffix{};                   // appended to every input, e.g. " Answer:"
-    std::string target_prefix = " ";            // put before every target
+    std::string target_prefix = " ";              // put before every target
     std::size_t max_tokens = 256;  // longest example (and at most the model's positions after the
                                    // virtual tokens); inputs lose their start first
 };
@@ -110,7 +110,8 @@ inline train::Dataset load_dataset(const std::string& path, const DataFormat& fo
         throw ConfigError("tune::DataFormat: max_tokens must be >= 2, not " +
                           std::to_string(format.max_tokens));
     const bool tsv = std::filesystem::path(path).extension() == ".tsv";
-    const std::vector<train::Record> records = tsv ? train::read_tsv(path) : train::read_jsonl(path);
+    const std::vector<train::Record> records =
+        tsv ? train::read_tsv(path) : train::read_jsonl(path);
     const std::size_t max_tokens = format.max_tokens;
     train::Dataset data;
     for (std::size_t i = 0; i < records.size(); ++i) {
@@ -144,7 +145,8 @@ inline train::Dataset load_dataset(const std::string& path, const DataFormat& fo
         if (input.size() + answer.size() > max_tokens) {
             // Keep the first token (BOS) and the end of the input, where the question is, and the
             // whole target.
-            const std::size_t keep = max_tokens > answer.size() + 1 ? max_tokens - answer.size() : 1;
+            const std::size_t keep =
+                max_tokens > answer.size() + 1 ? max_tokens - answer.size() : 1;
             input.erase(input.begin() + 1,
                         input.end() - std::ptrdiff_t(std::min(keep - 1, input.size() - 1)));
         }
@@ -235,14 +237,15 @@ inline Result tune(const std::string& model_path, const std::string& data_path,
     const Index virtual_positions = options.method == "lora" ? 0 : options.virtual_tokens;
     const Index room = config.max_seq_len - virtual_positions;
     if (room < 2)
-        throw ConfigError("tune: " + std::to_string(virtual_positions) +
-                          " virtual tokens leave " + std::to_string(std::max<Index>(room, 0)) +
-                          " of the model's " + std::to_string(config.max_seq_len) +
+        throw ConfigError("tune: " + std::to_string(virtual_positions) + " virtual tokens leave " +
+                          std::to_string(std::max<Index>(room, 0)) + " of the model's " +
+                          std::to_string(config.max_seq_len) +
                           " positions (max_seq_len) for the text; at least 2 are needed");
     if (format.max_tokens > std::size_t(room)) {
         format.max_tokens = std::size_t(room);
         if (log)
-            std::fprintf(stderr, "examples cut to %lld tokens: max_seq_len %lld less %lld virtual tokens\n",
+            std::fprintf(stderr,
+                         "examples cut to %lld tokens: max_seq_len %lld less %lld virtual tokens\n",
                          static_cast<long long>(room), static_cast<long long>(config.max_seq_len),
                          static_cast<long long>(virtual_positions));
     }
@@ -295,10 +298,11 @@ inline Result tune(const std::string& model_path, const std::string& data_path,
             if (options.resume) trainer.load_state(train::load_training_state(state_path));
 
             if (!eval.empty()) {
-                result.base_eval = train::evaluate<Arch, float>(model, nullptr, eval,
-                                                                options.batch_size, &group);
+                result.base_eval =
+                    train::evaluate<Arch, float>(model, nullptr, eval, options.batch_size, &group);
                 if (log)
-                    std::fprintf(stderr, "base model on the held-out data: loss %.4f, perplexity %.2f\n",
+                    std::fprintf(stderr,
+                                 "base model on the held-out data: loss %.4f, perplexity %.2f\n",
                                  result.base_eval->loss, result.base_eval->perplexity);
             }
             result.report = trainer.fit(data, eval.empty() ? nullptr : &eval);
@@ -308,10 +312,9 @@ inline Result tune(const std::string& model_path, const std::string& data_path,
             }
             if (log) {
                 const train::TrainReport& r = result.report;
-                std::fprintf(stderr,
-                             "trained %lld steps in %.1f s (%.0f tokens/s), last loss %.4f\n",
-                             static_cast<long long>(r.steps), r.seconds, r.tokens_per_second,
-                             r.last_loss);
+                std::fprintf(
+                    stderr, "trained %lld steps in %.1f s (%.0f tokens/s), last loss %.4f\n",
+                    static_cast<long long>(r.steps), r.seconds, r.tokens_per_second, r.last_loss);
                 if (r.final_eval)
                     std::fprintf(stderr,
                                  "held-out: loss %.4f, perplexity %.2f, token accuracy %.1f%%\n",
